@@ -1,0 +1,42 @@
+"""Shared fixtures: the shipped sample, the full datasets in ../shared/data, quiet TF."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "all_tf" / "sample_data"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_all4() -> Path:
+    """The 4-class sample shipped in the package (12 images per class)."""
+    return SAMPLE_DIR / "all4"
+
+
+@pytest.fixture(scope="session")
+def sample_segwbc() -> Path:
+    """10 white-cell images with expert masks (images/, masks/)."""
+    return SAMPLE_DIR / "segwbc"
+
+
+@pytest.fixture(scope="session")
+def all4_dir() -> Path:
+    """The full all4 dataset; tests using it are marked ``realdata``."""
+    path = SHARED_DATA / "all4"
+    if not path.is_dir():
+        pytest.skip(f"full dataset not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def segwbc_dir() -> Path:
+    path = SHARED_DATA / "segwbc"
+    if not path.is_dir():
+        pytest.skip(f"full dataset not found at {path}")
+    return path
