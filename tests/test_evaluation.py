@@ -11,6 +11,7 @@ from all_tf.evaluation import (
     flat_metrics,
     predict_labels,
 )
+from all_tf.evaluation.results_csv import append_row, completed_keys, read_rows, repair_csv
 
 NAMES = ("a", "b", "c")
 Y = np.array([0, 0, 1, 1, 2, 2])
@@ -141,3 +142,44 @@ def test_aggregate_crop_probabilities_errors():
         aggregate_crop_probabilities(p, np.array([0, 3]), 3)
     with pytest.raises(ValueError, match="shape"):
         aggregate_crop_probabilities(p, np.array([0]), 1)
+
+
+# ---- results CSV -----------------------------------------------------------------------
+
+
+def test_results_csv_append_and_read(tmp_path):
+    path = tmp_path / "sub" / "results.csv"
+    append_row(path, {"run_id": "a", "accuracy": 0.25, "note": None}, ["run_id", "accuracy", "note"])
+    append_row(path, {"run_id": "b", "accuracy": 1 / 3})  # missing column -> empty cell
+    rows = read_rows(path)
+    assert [r["run_id"] for r in rows] == ["a", "b"]
+    assert float(rows[1]["accuracy"]) == 1 / 3  # full precision
+    assert rows[0]["note"] == "" and rows[1]["note"] == ""
+    assert completed_keys(path) == {"a", "b"}
+    with pytest.raises(ValueError, match="not in the existing header"):
+        append_row(path, {"run_id": "c", "new_column": 1})
+    assert completed_keys(tmp_path / "absent.csv") == set()
+
+
+def test_results_csv_truncated_line_is_dropped_finished_rows_kept(tmp_path):
+    path = tmp_path / "results.csv"
+    append_row(path, {"run_id": "a", "accuracy": 0.5})
+    append_row(path, {"run_id": "b", "accuracy": 0.75})
+    finished = path.read_bytes()
+    with open(path, "ab") as f:  # a crash in the middle of writing run c
+        f.write(b"c,0.1234")
+    assert completed_keys(path) == {"a", "b"}  # reading ignores the partial line
+    assert path.read_bytes().endswith(b"c,0.1234")  # ... and does not modify the file
+    append_row(path, {"run_id": "c", "accuracy": 0.9})  # repairs, then appends
+    assert path.read_bytes().startswith(finished)
+    assert [r["run_id"] for r in read_rows(path)] == ["a", "b", "c"]
+    assert repair_csv(path) == 0
+
+
+def test_results_csv_partial_header_and_newlines(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_bytes(b"run_id,accu")  # crashed while writing the header
+    assert read_rows(path) == []
+    append_row(path, {"run_id": "a", "note": "two\nlines"})
+    rows = read_rows(path)
+    assert rows == [{"run_id": "a", "note": "two lines"}]
