@@ -36,7 +36,7 @@ def find_feature_layer(model) -> str:
             name = last_conv_layer_name(model)
             model.get_layer(name)  # must be reachable from the top-level graph
             return name
-        except ValueError:
+        except Exception:  # not an all_tf model (no pooling layer of that name): search
             pass
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None)
@@ -160,3 +160,52 @@ def overlay_heatmap(rgb, heatmap, alpha: float = 0.4, colormap: str = "jet") -> 
     colour = colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
     out = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour
     return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: float = 0.4,
+                    class_names=None) -> list[dict]:
+    """Grad-CAM overlays for the first ``per_class`` images of each class of a run's split.
+
+    The model sees the run's own preprocessing; the overlay is drawn on the resized RGB image
+    (not on the colour-space input). In crop mode the image's largest nucleus crop is used.
+
+    Returns:
+        dicts with ``overlay`` (uint8 RGB), ``true``, ``pred``, ``confidence``, ``path``.
+    """
+    from all_tf import CLASS_NAMES
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+    from all_tf.io import ImageReadError, read_image
+    from all_tf.preprocessing import preprocess_image, resize_to
+
+    class_names = class_names or CLASS_NAMES
+    cfg = load_config(run_dir)
+    model = load_model(run_dir)
+    split = load_split(run_dir, cfg.data_dir)
+    pre = cfg.preprocess
+    chosen: dict[int, list] = {}
+    for r in getattr(split, part):
+        if len(chosen.setdefault(r.label, [])) < per_class:
+            chosen[r.label].append(r)
+    items = []
+    for label in sorted(chosen):
+        for r in chosen[label]:
+            try:
+                rgb = read_image(r.path)
+            except ImageReadError:
+                continue
+            if pre.input_mode == "crops":
+                from all_tf.segmentation import nucleus_crops, segment_nuclei
+
+                rgb = nucleus_crops(rgb, segment_nuclei(rgb, cfg.segmentation),
+                                    size=pre.image_size, margin=pre.crop_margin,
+                                    max_crops=1).crops[0]
+            x = preprocess_image(rgb, pre)[None]
+            heat, cls, probs = grad_cam(model, x)
+            items.append({
+                "overlay": overlay_heatmap(resize_to(rgb, pre.image_size), heat[0], alpha),
+                "true": class_names[label],
+                "pred": class_names[int(cls[0])],
+                "confidence": float(probs[0].max()),
+                "path": r.path,
+            })
+    return items

@@ -1,0 +1,263 @@
+"""Experiment protocol: many training runs, one results CSV, a mean ± sd summary.
+
+Each run is a ``train_run`` in its own directory ``<out>/runs/<run_id>/``. After a run
+finishes its row is appended to ``<out>/results.csv`` (flushed and fsynced); a rerun skips
+every ``run_id`` already in the CSV, re-appends the row of a run whose ``metrics.json``
+exists but whose row was lost (a crash between the two writes, or a cut last line), and
+resumes an interrupted run from its last epoch. The summary files are derived from the CSV
+and rewritten each time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from all_tf import CLASS_NAMES
+from all_tf.config import Config
+from all_tf.evaluation.metrics import flat_metrics
+from all_tf.evaluation.results_csv import append_row, completed_keys, read_rows
+from all_tf.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = [
+    "run_id", "model", "head", "split", "seed", "colour_space", "image_size", "epochs",
+    "accuracy", "macro_precision", "macro_recall", "macro_specificity", "macro_f1", "macro_auc",
+    "coverage", "confident_accuracy", "n",
+    *[f"{c}_{m}" for c in CLASS_NAMES for m in ("precision", "recall", "specificity", "f1", "auc")],
+    "epochs_trained", "train_seconds", "preprocess_ms", "inference_ms_batch1",
+    "inference_ms_batched", "hybrid_backend", "run_dir", "finished_at",
+]
+"""Columns of every results CSV written here (a fixed header: rows are only appended)."""
+
+TABLE_METRICS = [
+    ("accuracy", "Accuracy"), ("macro_precision", "Precision"), ("macro_recall", "Recall"),
+    ("macro_specificity", "Specificity"), ("macro_f1", "F1"), ("macro_auc", "AUC"),
+]
+
+
+@dataclass
+class RunSpec:
+    """One training run of a protocol."""
+
+    run_id: str
+    cfg: Config
+    columns: dict = field(default_factory=dict)  # constant columns of its rows (model, split...)
+
+
+def split_tag(kind: str) -> str:
+    return kind.replace(":", "-")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _row(spec: RunSpec, metrics: dict, run_dir: Path, head: str, run_id: str,
+         extra: dict | None = None) -> dict:
+    cfg = spec.cfg
+    row = {
+        "run_id": run_id,
+        "model": cfg.model.name,
+        "head": head,
+        "split": cfg.split.kind,
+        "seed": cfg.split.seed,
+        "colour_space": cfg.preprocess.colour_space,
+        "image_size": cfg.preprocess.image_size,
+        "epochs": cfg.train.epochs,
+        **spec.columns,
+        **flat_metrics(metrics),
+        "epochs_trained": metrics.get("epochs_trained"),
+        "train_seconds": metrics.get("train_seconds_last_session"),
+        "hybrid_backend": metrics.get("hybrid_backend"),
+        "run_dir": str(run_dir),
+        "finished_at": _now(),
+    }
+    row.update(extra or {})
+    return {k: v for k, v in row.items() if k in RESULT_COLUMNS}
+
+
+def _clear_keras():
+    try:
+        import keras
+
+        keras.backend.clear_session()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_specs(
+    specs: Iterable[RunSpec],
+    out_dir: str | Path,
+    *,
+    hybrid: bool = False,
+    hybrid_backend: str = "auto",
+    after_run: Callable[[RunSpec, Path], dict] | None = None,
+    verbose: int = 1,
+    echo: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train (or resume, or skip) each spec and append its row to ``<out_dir>/results.csv``.
+
+    Args:
+        specs: the runs, in order.
+        out_dir: protocol directory; runs go to ``out_dir/runs/<run_id>``.
+        hybrid: also fit the boosted-trees head on each run's features (row ``<id>+gbt``).
+        after_run: optional ``(spec, run_dir) -> extra columns`` (e.g. timings), called once
+            per finished run before its row is written; it should cache its result in the
+            run directory, since a lost row makes it run again.
+        verbose: Keras verbosity for training.
+
+    Returns:
+        All complete rows of the CSV after the protocol (strings, as read back).
+
+    Raises:
+        all_tf.training.RunError (a ValueError): a run directory holds another config, or the
+            data cannot be trained on.
+    """
+    from all_tf.training import train_run
+
+    out_dir = Path(out_dir)
+    csv_path = out_dir / "results.csv"
+    done = completed_keys(csv_path)
+    for spec in specs:
+        run_dir = out_dir / "runs" / spec.run_id
+        ids = [spec.run_id] + ([f"{spec.run_id}+gbt"] if hybrid else [])
+        if (run_dir / "config.json").exists():
+            from all_tf.training.run import prepare_output_dir
+
+            prepare_output_dir(spec.cfg, run_dir)  # RunError if it holds another config
+        if all(i in done for i in ids):
+            echo(f"skip {spec.run_id}: already in {csv_path.name}")
+            continue
+        if spec.run_id not in done:
+            if (run_dir / "metrics.json").exists():
+                echo(f"{spec.run_id}: finished earlier, recording its stored metrics")
+            else:
+                echo(f"train {spec.run_id} -> {run_dir}")
+            metrics = train_run(spec.cfg, run_dir, verbose=verbose)
+            extra = after_run(spec, run_dir) if after_run else {}
+            append_row(csv_path, _row(spec, metrics, run_dir, "softmax", spec.run_id, extra),
+                       RESULT_COLUMNS)
+            done.add(spec.run_id)
+        if hybrid and f"{spec.run_id}+gbt" not in done:
+            metrics = hybrid_metrics(run_dir, backend=hybrid_backend, seed=spec.cfg.split.seed)
+            append_row(csv_path, _row(spec, metrics, run_dir, "gbt", f"{spec.run_id}+gbt"),
+                       RESULT_COLUMNS)
+            done.add(f"{spec.run_id}+gbt")
+        _clear_keras()
+    return read_rows(csv_path)
+
+
+def hybrid_metrics(run_dir: str | Path, backend: str = "auto", seed: int = 0) -> dict:
+    """Boosted-trees metrics of a finished run, cached in ``hybrid_metrics.json``."""
+    from all_tf.evaluation.hybrid import evaluate_hybrid
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+
+    run_dir = Path(run_dir)
+    cached = run_dir / "hybrid_metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    cfg = load_config(run_dir)
+    model = load_model(run_dir)
+    split = load_split(run_dir, cfg.data_dir)
+    metrics = evaluate_hybrid(model, split, cfg, backend=backend, seed=seed,
+                              batch_size=cfg.train.batch_size)
+    atomic_write_text(cached, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def summarise(rows: list[dict], group_by=("model", "head", "split"),
+              metrics=None) -> list[dict]:
+    """Mean and sample sd (ddof 1; empty for one seed) of each metric per group, in row order.
+
+    Returns:
+        One dict per group: the group keys, ``n_runs``, ``<metric>_mean``, ``<metric>_sd``.
+    """
+    import numpy as np
+
+    metrics = metrics or [k for k, _ in TABLE_METRICS] + ["coverage", "confident_accuracy"]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k, "") for k in group_by), []).append(row)
+    out = []
+    for key, members in groups.items():
+        entry = dict(zip(group_by, key, strict=True))
+        entry["n_runs"] = len(members)
+        for m in metrics:
+            values = np.array([_num(r.get(m)) for r in members])
+            values = values[~np.isnan(values)]
+            entry[f"{m}_mean"] = float(values.mean()) if values.size else None
+            entry[f"{m}_sd"] = float(values.std(ddof=1)) if values.size > 1 else None
+        out.append(entry)
+    return out
+
+
+def _pm(mean, sd, percent: bool = True) -> str:
+    if mean is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{scale * mean:.2f}"
+    return text + (f" ± {scale * sd:.2f}" if sd is not None else "")
+
+
+def summary_markdown(summary: list[dict], title: str, by: str = "split",
+                     label_keys=("model", "head"), intro: str = "",
+                     headings: dict | None = None) -> str:
+    """Markdown tables (one per value of ``by``), metrics in % as mean ± sd over runs.
+
+    ``headings`` maps a value of ``by`` to its section title (default ``"<by> <value>"``).
+    """
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro, ""]
+    header = [*label_keys, "runs", *(name for _, name in TABLE_METRICS), "coverage",
+              "acc. on confident"]
+    for value in dict.fromkeys(s[by] for s in summary):
+        heading = (headings or {}).get(value, f"{by} {value}")
+        lines += [f"## {heading}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        for s in (s for s in summary if s[by] == value):
+            cells = [str(s[k]) for k in label_keys] + [str(s["n_runs"])]
+            cells += [_pm(s[f"{k}_mean"], s[f"{k}_sd"]) for k, _ in TABLE_METRICS]
+            cells += [_pm(s["coverage_mean"], s["coverage_sd"]),
+                      _pm(s["confident_accuracy_mean"], s["confident_accuracy_sd"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Metrics in %, mean ± sample sd over seeds (no sd with one run); macro "
+                 "averages over the four classes; coverage = share of test images with "
+                 "confidence >= the uncertainty threshold.")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out_dir: str | Path, title: str, group_by=("model", "head", "split"),
+                  by: str = "split", label_keys=("model", "head"), intro: str = "",
+                  headings: dict | None = None) -> list[dict]:
+    """Write ``summary.csv`` and ``summary.md`` from ``results.csv``; return the summary."""
+    import csv
+    import io
+
+    out_dir = Path(out_dir)
+    summary = summarise(read_rows(out_dir / "results.csv"), group_by)
+    if summary:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(summary[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary)
+        atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(out_dir / "summary.md",
+                      summary_markdown(summary, title, by=by, label_keys=label_keys, intro=intro,
+                                       headings=headings))
+    return summary

@@ -1,0 +1,89 @@
+"""Protocol bookkeeping with a fake trainer: skip, re-record, summary tables (fast)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from all_tf.config import Config
+from all_tf.evaluation import compute_metrics
+from all_tf.evaluation.protocol import RunSpec, run_specs, summarise, summary_markdown
+from all_tf.evaluation.results_csv import read_rows
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    calls = []
+
+    def train_run(cfg, output_dir, verbose=1):
+        calls.append(str(output_dir))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(output_dir / "config.json")
+        y = np.array([0, 1, 2, 3])
+        probs = np.eye(4)[[0, 1, 2, cfg.split.seed % 4]] * 0.9 + 0.025
+        metrics = compute_metrics(y, probs)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    import all_tf.training
+
+    monkeypatch.setattr(all_tf.training, "train_run", train_run)
+    return calls
+
+
+def _specs(seeds=(1, 3)):
+    specs = []
+    for seed in seeds:
+        cfg = Config.preset("quick")
+        cfg.split.seed = seed
+        specs.append(RunSpec(f"m_s{seed}", cfg))
+    return specs
+
+
+def test_run_specs_skips_and_rerecords(fake_train, tmp_path):
+    rows = run_specs(_specs(), tmp_path, echo=lambda s: None)
+    assert [r["run_id"] for r in rows] == ["m_s1", "m_s3"]
+    assert [float(r["accuracy"]) for r in rows] == [0.75, 1.0]
+    assert len(fake_train) == 2
+    run_specs(_specs(), tmp_path, echo=lambda s: None)
+    assert len(fake_train) == 2  # nothing retrained
+    # the row of m_s3 is lost (crash between metrics.json and the CSV append)
+    csv_path = tmp_path / "results.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:-1]) + lines[-1][:10])
+    messages = []
+    rows = run_specs(_specs(), tmp_path, echo=messages.append)
+    assert [r["run_id"] for r in rows] == ["m_s1", "m_s3"]
+    assert any("finished earlier" in m for m in messages)
+
+
+def test_run_specs_refuses_a_run_dir_of_another_config(fake_train, tmp_path):
+    run_specs(_specs((1,)), tmp_path, echo=lambda s: None)
+    other = _specs((1,))
+    other[0].cfg.train.epochs = 99
+    with pytest.raises(ValueError, match="different config"):
+        run_specs(other, tmp_path, echo=lambda s: None)
+
+
+def test_summarise_mean_and_sample_sd():
+    rows = [{"model": "a", "head": "softmax", "split": "70:30", "accuracy": "0.8"},
+            {"model": "a", "head": "softmax", "split": "70:30", "accuracy": "0.9"},
+            {"model": "b", "head": "softmax", "split": "70:30", "accuracy": "0.5",
+             "macro_auc": ""}]
+    summary = summarise(rows, metrics=["accuracy", "macro_auc"])
+    assert summary[0]["n_runs"] == 2
+    assert summary[0]["accuracy_mean"] == pytest.approx(0.85)
+    assert summary[0]["accuracy_sd"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert summary[1]["accuracy_sd"] is None and summary[1]["macro_auc_mean"] is None
+    full = summarise(rows)
+    md = summary_markdown(full, "T", headings={"70:30": "Table 2"})
+    assert "## Table 2" in md
+    assert "| a | softmax | 2 | 85.00 ± 7.07 |" in md
+    assert "| b | softmax | 1 | 50.00 |" in md
+
+
+def test_read_rows_of_protocol_csv_are_complete(fake_train, tmp_path):
+    run_specs(_specs((2,)), tmp_path, echo=lambda s: None)
+    (row,) = read_rows(tmp_path / "results.csv")
+    assert row["model"] == "efficientnetv2b0_cbam" and row["split"] == "70:30"
+    assert row["Pro_recall"] != "" and row["head"] == "softmax"
