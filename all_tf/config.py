@@ -67,7 +67,7 @@ class AugmentConfig:
 class SegmentationConfig:
     """Nucleus segmentation by the purple index PI = (R+B)/2 - G on [0,1] RGB."""
 
-    method: str = "otsu"  # "otsu" | "fixed" | "rgb"
+    method: str = "otsu"  # "otsu" | "multiotsu" | "fixed" | "rgb" (see all_tf.segmentation)
     threshold: float = 0.2  # fixed PI threshold (paper: 0.1-0.3)
     opening_radius: int = 3
     min_object_px: int = 80
