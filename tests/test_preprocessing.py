@@ -285,3 +285,29 @@ def test_augmentation_rejects_bad_jitter(keras):
 
     with pytest.raises(ValueError, match="colour_jitter"):
         build_augmentation(AugmentConfig(colour_jitter=1.5))
+
+
+def test_benchmark_script_runs(sample_all4, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_preprocessing.py"
+    spec = importlib.util.spec_from_file_location("all_tf_script_benchmark_preprocessing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = [
+        "--data",
+        str(sample_all4 / "Pro"),
+        "--size",
+        "64",
+        "--repeats",
+        "1",
+        "--hed-percentiles",
+    ]
+    result = CliRunner().invoke(module.main, args)
+    assert result.exit_code == 0, result.output
+    assert "| hed |" in result.output and "H: " in result.output
+    result = CliRunner().invoke(module.main, ["--data", str(tmp_path)])
+    assert result.exit_code != 0 and "no .jpg/.png images" in result.output

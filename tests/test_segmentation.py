@@ -284,3 +284,39 @@ def test_quality_on_segwbc(segwbc_dir, dataset, method, floor):
     assert len(pairs) >= 100
     cfg = dataclasses.replace(SegmentationConfig(), method=method)
     assert mean_dice(pairs, cfg) >= floor
+
+
+def _script_main(name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
+    from click.testing import CliRunner
+
+    out = tmp_path / "seg.md"
+    result = CliRunner().invoke(
+        _script_main("benchmark_segmentation"),
+        [
+            "--data",
+            str(sample_segwbc),
+            "--theta-min",
+            "0.2",
+            "--theta-max",
+            "0.2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| dataset1 | 5 | 3-class Otsu-PI |" in text and "| dataset2 | 5 | Otsu-PI |" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(_script_main("benchmark_segmentation"), ["--data", str(empty)])
+    assert result.exit_code != 0 and "no images/ folders" in result.output
