@@ -1,0 +1,148 @@
+"""Callbacks that keep a run directory consistent across interruptions.
+
+Keras' ``BackupAndRestore`` restores weights, optimizer state and the epoch counter; these
+callbacks restore the rest (history rows, the best validation loss, early-stopping patience)
+from ``history.csv`` so a resumed run behaves like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import keras
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a history CSV as dicts of floats (``epoch`` is 0-based); [] when missing.
+
+    A last line cut by a crash (wrong number of fields) is ignored.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            return []
+        rows = []
+        for values in reader:
+            if len(values) != len(header):
+                continue
+            try:
+                rows.append({k: float(v) for k, v in zip(header, values, strict=True)})
+            except ValueError:
+                continue
+    return rows
+
+
+def _initial_epoch(model) -> int:
+    # Set by BackupAndRestore.on_train_begin, which must come first in the callback list.
+    return int(getattr(model, "_initial_epoch", None) or 0)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Appends one row per finished epoch (epoch, lr, loss_kind, all logs) to a CSV.
+
+    On (re)start, rows for epochs at or after the restored epoch are dropped: they were
+    written after the last backup and will be trained again.
+    """
+
+    def __init__(self, path: str | Path, extra=None):
+        super().__init__()
+        self.path = Path(path)
+        self.extra = extra or (lambda epoch: {})
+        self._rows: list[dict[str, float]] = []
+
+    def on_train_begin(self, logs=None):
+        start = _initial_epoch(self.model)
+        self._rows = [r for r in read_history(self.path) if r["epoch"] < start]
+        self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch}
+        row["learning_rate"] = _current_lr(self.model)
+        row.update(self.extra(epoch))
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self._rows.append(row)
+        self._write()
+
+    def _write(self):
+        keys: list[str] = []
+        for row in self._rows:
+            keys += [k for k in row if k not in keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys or ["epoch"], restval="")
+            writer.writeheader()
+            writer.writerows(self._rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def _current_lr(model) -> float:
+    opt = model.optimizer
+    lr = opt.learning_rate
+    try:
+        if callable(lr):
+            return float(lr(opt.iterations))
+        return float(keras.ops.convert_to_numpy(lr))
+    except Exception:
+        return math.nan
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """Saves ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
+
+    Files are written to a temporary name and renamed, so a kill never leaves half a file.
+    The best value so far is read back from the history CSV when a run resumes.
+    """
+
+    def __init__(self, directory: str | Path, history_path: str | Path, monitor="val_loss"):
+        super().__init__()
+        self.directory = Path(directory)
+        self.history_path = Path(history_path)
+        self.monitor = monitor
+        self.best = math.inf
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        start = _initial_epoch(self.model)
+        past = [r[self.monitor] for r in read_history(self.history_path)
+                if r["epoch"] < start and self.monitor in r]
+        self.best = min(past, default=math.inf)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._save(self.directory / "last.keras")
+        value = logs.get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best = float(value)
+            self._save(self.directory / "best.keras")
+
+    def _save(self, path: Path):
+        tmp = path.with_name(f".tmp-{path.name}")
+        self.model.save(tmp)
+        os.replace(tmp, path)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose best value and patience counter survive a resume."""
+
+    def __init__(self, history_path: str | Path, **kwargs):
+        super().__init__(**kwargs)
+        self.history_path = Path(history_path)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        start = _initial_epoch(self.model)
+        past = [r[self.monitor] for r in read_history(self.history_path)
+                if r["epoch"] < start and self.monitor in r]
+        if past:
+            best_index = min(range(len(past)), key=past.__getitem__)
+            self.best = past[best_index]
+            self.wait = len(past) - 1 - best_index

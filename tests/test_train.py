@@ -1,0 +1,195 @@
+"""The training command: CLI errors before training, run directory, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from all_tf import CLASS_NAMES
+from all_tf.train import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model", "mobilenetv3small", "--image-size", "32", "--batch-size", "8",
+        "--verbose", "2"]
+
+
+def make_dataset(root: Path, per_class: dict[str, int], size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for k, (name, n) in enumerate(per_class.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            img[..., k % 3] += 120 + 20 * k  # a class-dependent colour, so the task is learnable
+            cv2.imwrite(str(root / name / f"img-{i:03d}.png"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), {c: 10 for c in CLASS_NAMES})
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "--cbam-placement" in result.output and "resume" in result.output
+
+
+def test_unknown_model_is_a_usage_error(tiny_data, tmp_path):
+    result = invoke("--data-dir", tiny_data, "--model", "alexnet", "-o", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "unknown model 'alexnet'" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_input_size_the_backbone_cannot_take(tiny_data, tmp_path):
+    result = invoke("--data-dir", tiny_data, "--model", "inceptionv3", "--image-size", "64",
+                    "-o", tmp_path / "r")
+    assert result.exit_code != 0
+    assert "inceptionv3" in result.output.lower() and "75" in result.output
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("--data-dir", tmp_path / "empty", *TINY, "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "no usable images" in result.output
+
+
+def test_single_class_dataset(tmp_path):
+    data = make_dataset(tmp_path / "d", {"Pro": 8})
+    result = invoke("--data-dir", data, *TINY, "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "only one class (Pro)" in result.output
+
+
+def test_class_absent_from_a_split(tmp_path):
+    data = make_dataset(tmp_path / "d", {"Benign": 10, "Early": 10, "Pre": 1})
+    result = invoke("--data-dir", data, *TINY, "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "Pre is absent" in result.output
+
+
+def test_unwritable_output_dir(tiny_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = invoke("--data-dir", tiny_data, *TINY, "-o", blocker / "run")
+    assert result.exit_code == 1
+    assert "not writable" in result.output and str(blocker) in result.output
+
+
+def test_weights_file_that_does_not_match(tiny_data, tmp_path):
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    bad = tmp_path / "other.weights.h5"
+    other.save_weights(bad)
+    result = invoke("--data-dir", tiny_data, *TINY, "--weights", bad, "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert str(bad) in result.output
+
+
+def test_run_directory_from_another_config(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    from all_tf.config import Config
+
+    cfg = Config.preset("quick")
+    cfg.data_dir = str(tiny_data)
+    cfg.save(out / "config.json")
+    result = invoke("--data-dir", tiny_data, *TINY, "-o", out)
+    assert result.exit_code == 1
+    assert "different config" in result.output and "model.name" in result.output
+
+
+def test_trains_and_writes_run_directory(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("--data-dir", tiny_data, *TINY, "--epochs", "3", "--loss-warmup-epochs", "1",
+                    "-o", out)
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "split.json", "history.csv", "metrics.json",
+                 "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["epochs_trained"] == 3
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and "val_loss" in history[0]
+    # the loss schedule: cross-entropy in epoch 0, focal from epoch 1
+    focal_column = history[0].split(",").index("focal")
+    assert [float(r.split(",")[focal_column]) for r in history[1:]] == [0.0, 1.0, 1.0]
+    # the Reinhard target fitted on training images is stored for inference
+    stored = json.loads((out / "config.json").read_text())
+    assert len(stored["preprocess"]["reinhard_target"]["mean"]) == 3
+    # a finished run is not trained again
+    again = invoke("--data-dir", tiny_data, *TINY, "--epochs", "3", "--loss-warmup-epochs", "1",
+                   "-o", out)
+    assert again.exit_code == 0 and "Epoch" not in again.output
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "all_tf.train", "--data-dir", str(tiny_data), *TINY,
+           "--epochs", "12", "-o", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    history = out / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 4:  # 3 epochs done
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(history.read_text().splitlines()) - 1
+    assert done_before >= 3
+
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first_epoch = next(int(line.split()[1].split("/")[0])
+                       for line in resumed.stdout.splitlines() + resumed.stderr.splitlines()
+                       if line.startswith("Epoch "))
+    assert first_epoch >= done_before  # at most one epoch is repeated
+    epochs = [line.split(",")[0] for line in history.read_text().splitlines()[1:]]
+    assert epochs == [str(i) for i in range(12)]  # no gap, no duplicate row
+    assert (out / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_cpu_devices(tiny_data, tmp_path):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from all_tf.config import Config
+from all_tf.training import train_run
+from all_tf.training.strategy import get_strategy
+assert get_strategy("mirrored").num_replicas_in_sync == 2
+cfg = Config.preset("quick")
+cfg.data_dir = {str(tiny_data)!r}
+cfg.model.name = "mobilenetv3small"
+cfg.preprocess.image_size = 32
+cfg.train.epochs = 1
+cfg.train.strategy = "mirrored"
+m = train_run(cfg, {str(tmp_path / "run")!r}, verbose=0)
+print("ACC", m["accuracy"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ACC" in result.stdout
