@@ -1,0 +1,200 @@
+"""``python -m all_tf.export``: SavedModel for TF Serving, TFLite files, and their verification."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("all_tf.export")
+
+ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8")
+INT8_MAX_ACCURACY_DROP = 0.005  # full int8 becomes the edge default within 0.5 point of Keras
+INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreement
+
+
+def _sample(pairs, count: int, seed: int = 0):
+    import numpy as np
+
+    if count <= 0 or len(pairs) <= count:
+        return list(pairs)
+    idx = np.random.default_rng(seed).permutation(len(pairs))[:count]
+    return [pairs[i] for i in sorted(idx)]
+
+
+def _split_parts(source, cfg):
+    """(train, test) (path, label) lists from the run's split.json, or (None, None)."""
+    if source.run_dir is None or not (source.run_dir / "split.json").is_file():
+        return None, None
+    from all_tf.data import Split
+
+    root = cfg.data_dir or None
+    try:
+        split = Split.load(source.run_dir / "split.json", root=root)
+    except (ValueError, FileNotFoundError) as e:
+        log.warning("cannot use %s/split.json (%s)", source.run_dir, e)
+        return None, None
+    return [(r.path, r.label) for r in split.train], [(r.path, r.label) for r in split.test]
+
+
+def _read_all(pairs):
+    from all_tf.io import ImageReadError, read_image
+
+    images, labels, paths = [], [], []
+    for path, label in pairs:
+        try:
+            images.append(read_image(path))
+        except ImageReadError as e:
+            log.warning("skipped: %s", e)
+            continue
+        labels.append(label)
+        paths.append(path)
+    return images, labels, paths
+
+
+def edge_default(rows: list[dict]) -> tuple[str, str]:
+    """Pick the edge model from verification rows: full int8 when it runs and keeps accuracy."""
+    by_variant = {r.get("variant"): r for r in rows}
+    int8 = by_variant.get("int8")
+    if int8 is None:
+        return "dynamic_int8", "full int8 was not exported"
+    if int8.get("status") != "ok":
+        return "dynamic_int8", f"full int8 does not run: {int8.get('status')}"
+    if int8.get("accuracy") is not None:
+        drop = int8["keras_accuracy"] - int8["accuracy"]
+        if drop > INT8_MAX_ACCURACY_DROP:
+            return "dynamic_int8", f"full int8 loses {100 * drop:.1f} accuracy points"
+        return "int8", f"full int8 runs and is within {100 * max(drop, 0):.1f} points of Keras"
+    if (int8.get("top1_agreement") or 0) < INT8_MIN_AGREEMENT:
+        return "dynamic_int8", f"full int8 top-1 agreement {int8['top1_agreement']:.3f} < {INT8_MIN_AGREEMENT}"
+    return "int8", f"full int8 runs with top-1 agreement {int8['top1_agreement']:.3f}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Run config JSON (default: SOURCE's config.json, or the run's above checkpoints/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: <run>/export, or <model>_export beside a .keras file).")
+@click.option("--model-name", default="all_tf", show_default=True,
+              help="TF Serving model name and TFLite file prefix.")
+@click.option("--version", type=int, help="SavedModel version (default: next free number).")
+@click.option("--formats", default=",".join(ALL_FORMATS), show_default=True,
+              help="Comma-separated subset of: " + ", ".join(ALL_FORMATS) + ".")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Uncertainty threshold stored with the model (default: the config's).")
+@click.option("--calibration-data", multiple=True,
+              help="Training images for full-int8 calibration: dataset root, folder, glob or file "
+                   "(repeatable). Default: the run's split.json training part.")
+@click.option("--calibration-count", type=int, default=100, show_default=True,
+              help="Calibration images (random subset, seed 0).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Run every TFLite file in a separate process and compare with Keras.")
+@click.option("--verify-data", multiple=True,
+              help="Held-out images for verification (a dataset root gives labels and accuracy). "
+                   "Default: the run's split.json test part.")
+@click.option("--verify-count", type=int, default=200, show_default=True,
+              help="Verification images (random subset, seed 0); 0 = all.")
+@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
+              help="Thread counts for the TFLite timing (repeatable).")
+@click.option("--verbose", "-v", count=True, help="More log output.")
+def main(source, config_path, out_dir, model_name, version, formats, threshold, calibration_data,
+         calibration_count, verify, verify_data, verify_count, threads, verbose):
+    """Export SOURCE (a run directory or a .keras file) for serving and edge devices.
+
+    \b
+    Writes, under --out:
+      serving/<model-name>/<version>/   SavedModel for TF Serving (bytes in, probabilities out)
+      tflite/<model-name>_<variant>.tflite + .json metadata, labels.txt
+      verify.json, verify.md            parity and speed of every TFLite file vs Keras
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    import numpy as np
+
+    from all_tf.export.common import (
+        collect_inputs,
+        config_for_model,
+        load_keras_model,
+        resolve_source,
+        to_float32,
+    )
+    from all_tf.io import atomic_write_text
+    from all_tf.preprocessing import preprocess_image
+
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(wanted) - set(ALL_FORMATS))
+    if unknown:
+        raise click.BadParameter(f"unknown formats {unknown}; choose from {ALL_FORMATS}",
+                                 param_hint="--formats")
+    try:
+        src = resolve_source(source, config_path)
+        model = to_float32(load_keras_model(src.model_path))
+        cfg = config_for_model(src.config, model)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if src.config_path is None:
+        log.warning("no config.json found: default preprocessing (%s) at the model's size %d; "
+                    "pass --config if the run used other settings",
+                    "CLAHE + Reinhard (no target)", cfg.preprocess.image_size)
+    if out_dir is None:
+        out_dir = (src.run_dir / "export") if src.run_dir else src.model_path.with_name(
+            src.model_path.stem + "_export")
+    threshold = cfg.uncertainty_threshold if threshold is None else threshold
+    train_pairs, test_pairs = _split_parts(src, cfg)
+    written = {}
+
+    if "savedmodel" in wanted:
+        from all_tf.export.serving import export_saved_model
+
+        path = export_saved_model(model, cfg, out_dir / "serving", model_name=model_name,
+                                  version=version, threshold=threshold, source=str(src.model_path))
+        written["savedmodel"] = str(path)
+        click.echo(f"SavedModel: {path}")
+
+    variants = [f for f in wanted if f != "savedmodel"]
+    tflite_paths = []
+    if variants:
+        from all_tf.export.tflite import calibration_set, export_tflite
+
+        calibration = None
+        if "int8" in variants:
+            pairs = collect_inputs(calibration_data) if calibration_data else train_pairs
+            if not pairs:
+                raise click.ClickException(
+                    "full int8 needs training images: pass --calibration-data (the run has no "
+                    "usable split.json), or leave int8 out of --formats")
+            images, _, _ = _read_all(_sample(pairs, calibration_count))
+            calibration = calibration_set(images, cfg, count=calibration_count)
+            log.info("calibrating full int8 on %d images", len(calibration))
+        tflite_paths = export_tflite(model, cfg, out_dir / "tflite", variants, calibration,
+                                     model_name=model_name, threshold=threshold,
+                                     source=str(src.model_path))
+        for p in tflite_paths:
+            click.echo(f"TFLite: {p} ({p.stat().st_size / 1e6:.2f} MB)")
+        written["tflite"] = [str(p) for p in tflite_paths]
+
+    if verify and tflite_paths:
+        from all_tf.export.verify import format_report, verify_tflite
+
+        pairs = collect_inputs(verify_data) if verify_data else test_pairs
+        if not pairs:
+            raise click.ClickException(
+                "verification needs held-out images: pass --verify-data, or --no-verify")
+        images, labels, paths = _read_all(_sample(pairs, verify_count))
+        if not images:
+            raise click.ClickException("no readable verification images")
+        x = np.stack([preprocess_image(im, cfg.preprocess) for im in images])
+        keras_probs = model.predict(x, batch_size=16, verbose=0)
+        y = None if any(label is None for label in labels) else np.asarray(labels)
+        rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
+        choice, why = edge_default(rows)
+        report = {"n_images": len(images), "labelled": y is not None, "results": rows,
+                  "edge_default": choice, "edge_default_reason": why, "written": written}
+        atomic_write_text(out_dir / "verify.json", json.dumps(report, indent=2))
+        table = format_report(rows)
+        atomic_write_text(out_dir / "verify.md", table + f"\n\nEdge default: {choice} ({why})\n")
+        click.echo(table)
+        click.echo(f"edge default: {choice} ({why})")

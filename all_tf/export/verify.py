@@ -1,0 +1,234 @@
+"""Run TFLite files with LiteRT in a separate process; parity and speed against Keras.
+
+``python -m all_tf.export.verify MODEL.tflite INPUTS.npy OUTPUT.npz`` is the worker: it loads
+one file with ``ai_edge_litert.interpreter.Interpreter`` (default XNNPACK delegate), runs every
+input image (float32 (N, S, S, 3) in the model's value range; quantised here when the model
+takes int8), and writes the dequantised probabilities and ms/image for each thread count.
+:func:`verify_tflite` starts one worker per file, so a delegate crash (an abort in
+``allocate_tensors``, say) is reported as that file's status instead of killing the caller, and
+the converter's calibration never shares a process with the interpreter.
+
+Example:
+    >>> from all_tf.export.verify import verify_tflite  # doctest: +SKIP
+    >>> report = verify_tflite(["m_int8.tflite"], inputs, keras_probs, labels=labels)
+    >>> report[0]["top1_agreement"], report[0]["ms_per_image"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+import numpy as np
+
+from all_tf.export.common import read_metadata
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """float input -> what the interpreter's input tensor takes (int8/uint8 or float32)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(q: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
+        return q.astype(np.float32)
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def run_interpreter(path: str, inputs: np.ndarray, threads: Sequence[int] = (1, 2),
+                    timing_images: int = 20) -> tuple[np.ndarray, dict[int, float]]:
+    """Probabilities (N, C) and mean ms/image per thread count for one TFLite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    probs = None
+    timing = {}
+    for t in threads:
+        interp = Interpreter(model_path=path, num_threads=int(t))
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        if probs is None:
+            rows = []
+            for x in inputs:
+                interp.set_tensor(inp["index"], quantize_input(x[None], inp))
+                interp.invoke()
+                rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
+            probs = np.stack(rows) if rows else np.zeros((0, out["shape"][-1]), np.float32)
+        sample = inputs[: max(1, timing_images)]
+        if len(sample):
+            q = [quantize_input(x[None], inp) for x in sample]
+            for x in q[:2]:  # warm-up
+                interp.set_tensor(inp["index"], x)
+                interp.invoke()
+            start = time.perf_counter()
+            for x in q:
+                interp.set_tensor(inp["index"], x)
+                interp.invoke()
+            timing[int(t)] = (time.perf_counter() - start) * 1000.0 / len(q)
+    return probs, timing
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"crashed with signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"crashed with signal {-code}"
+    return f"exited with status {code}"
+
+
+def verify_tflite(
+    paths: Sequence[str | os.PathLike],
+    inputs: np.ndarray,
+    keras_probs: np.ndarray,
+    labels: np.ndarray | None = None,
+    threads: Sequence[int] = (1, 2),
+    timing_images: int = 20,
+    timeout_s: float = 900.0,
+) -> list[dict]:
+    """Compare each TFLite file with the Keras model on the same preprocessed inputs.
+
+    Args:
+        paths: ``.tflite`` files.
+        inputs: float32 (N, S, S, 3), preprocessed held-out images.
+        keras_probs: float (N, C), the Keras model's probabilities on ``inputs``.
+        labels: optional int (N,) true classes, for accuracy.
+        threads: thread counts to time.
+        timing_images: images per timing loop.
+        timeout_s: per-file limit for the worker process.
+
+    Returns:
+        One dict per file: ``file``, ``variant``, ``size_bytes``, ``status`` ("ok" or why not),
+        ``top1_agreement`` (fraction of images with the same argmax as Keras),
+        ``max_prob_diff`` / ``mean_prob_diff`` (absolute, over all images and classes),
+        ``accuracy`` and ``keras_accuracy`` (when labels are given), ``ms_per_image``
+        ({threads: ms}).
+    """
+    keras_probs = np.asarray(keras_probs, np.float32)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="all_tf_verify_") as work:
+        x_path = os.path.join(work, "inputs.npy")
+        np.save(x_path, np.asarray(inputs, np.float32))
+        for path in paths:
+            path = Path(path)
+            row = {"file": path.name, "variant": _variant(path), "size_bytes": path.stat().st_size}
+            out_path = os.path.join(work, f"{path.stem}.npz")
+            cmd = [sys.executable, "-m", "all_tf.export.verify", str(path), x_path, out_path,
+                   "--timing-images", str(timing_images)]
+            for t in threads:
+                cmd += ["--threads", str(t)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                                      env=_worker_env())
+            except subprocess.TimeoutExpired:
+                row["status"] = f"timed out after {timeout_s:.0f} s"
+                results.append(row)
+                continue
+            if proc.returncode != 0 or not os.path.exists(out_path):
+                tail = (proc.stderr or "").strip().splitlines()[-3:]
+                row["status"] = f"{_describe_exit(proc.returncode)}: {' | '.join(tail)}"
+                results.append(row)
+                continue
+            data = np.load(out_path)
+            probs = data["probs"]
+            row.update(compare(probs, keras_probs, labels))
+            row["ms_per_image"] = {int(t): round(float(ms), 3)
+                                   for t, ms in zip(data["threads"], data["ms"], strict=True)}
+            row["status"] = "ok"
+            results.append(row)
+    return results
+
+
+def _worker_env() -> dict[str, str]:
+    # The worker must import this same all_tf, wherever the caller's working directory is.
+    package_parent = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "PYTHONPATH": package_parent + (os.pathsep + path if path else "")}
+
+
+def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Parity numbers of ``probs`` against ``keras_probs`` (both (N, C))."""
+    if probs.shape != keras_probs.shape:
+        raise ValueError(f"shape mismatch: TFLite {probs.shape} vs Keras {keras_probs.shape}")
+    diff = np.abs(probs.astype(np.float64) - keras_probs)
+    out = {
+        "n_images": int(len(probs)),
+        "top1_agreement": float(np.mean(probs.argmax(1) == keras_probs.argmax(1))) if len(probs) else None,
+        "max_prob_diff": float(diff.max()) if diff.size else None,
+        "mean_prob_diff": float(diff.mean()) if diff.size else None,
+    }
+    if labels is not None and len(labels):
+        labels = np.asarray(labels)
+        out["accuracy"] = float(np.mean(probs.argmax(1) == labels))
+        out["keras_accuracy"] = float(np.mean(keras_probs.argmax(1) == labels))
+    return out
+
+
+def _variant(path: Path) -> str:
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        try:
+            return read_metadata(meta).get("variant", "?")
+        except ValueError:
+            pass
+    return path.stem
+
+
+def format_report(rows: list[dict]) -> str:
+    """A Markdown table of :func:`verify_tflite` rows."""
+    threads = sorted({t for r in rows for t in r.get("ms_per_image", {})})
+    head = ["file", "size (MB)", "status", "top-1 agreement", "max |Δp|", "accuracy"]
+    head += [f"ms/image ({t} thr)" for t in threads]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        def fmt(v, spec):
+            return format(v, spec) if isinstance(v, (int, float)) else "–"
+
+        acc = r.get("accuracy")
+        cells = [r["file"], f"{r['size_bytes'] / 1e6:.2f}", r["status"],
+                 fmt(r.get("top1_agreement"), ".3f"), fmt(r.get("max_prob_diff"), ".4f"),
+                 (f"{acc:.3f} (Keras {r['keras_accuracy']:.3f})" if acc is not None else "–")]
+        cells += [fmt(r.get("ms_per_image", {}).get(t), ".2f") for t in threads]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("inputs", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
+              help="Thread counts to time (repeat the option).")
+@click.option("--timing-images", type=int, default=20, show_default=True,
+              help="Images per timing loop.")
+def main(model, inputs, output, threads, timing_images):
+    """Run MODEL (.tflite) on INPUTS (.npy float32 (N, S, S, 3)) and write OUTPUT (.npz).
+
+    OUTPUT holds ``probs`` (N, C) dequantised, ``threads`` and ``ms`` (mean ms/image). This is
+    the worker that ``python -m all_tf.export`` starts once per file; run it by hand to check a
+    file in isolation.
+    """
+    x = np.load(inputs)
+    probs, timing = run_interpreter(model, x, threads, timing_images)
+    np.savez(output, probs=probs, threads=np.array(list(timing), np.int64),
+             ms=np.array(list(timing.values()), np.float64))
+    click.echo(json.dumps({"model": model, "n": int(len(x)), "ms_per_image": timing}))
+
+
+if __name__ == "__main__":
+    main()

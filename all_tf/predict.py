@@ -1,0 +1,317 @@
+"""``python -m all_tf.predict``: classify images with a .keras, SavedModel or TFLite model.
+
+Inputs are image files, folders (searched recursively) or glob patterns. Every image is
+decoded with :func:`all_tf.io.read_image` and preprocessed on the host with
+:func:`all_tf.preprocessing.preprocess_image` and the settings stored with the model (the run's
+``config.json`` for ``.keras``; ``assets.extra/all_tf_export.json`` for a SavedModel; the
+``.json`` beside a ``.tflite`` file), so all three backends see the same pixels. Runs trained on
+nucleus crops get their crops' probabilities averaged per image.
+
+Each image becomes one row: ``file``, ``class``, ``confidence`` (max probability),
+``uncertain`` (confidence < the model's threshold), ``p_<class>`` for the four classes,
+``nuclei`` (connected components of :func:`all_tf.segmentation.segment_nuclei`) and ``error``
+(empty, or why the file was skipped: a bad file never stops the others).
+
+Example:
+    $ python -m all_tf.predict runs/v2s/checkpoints/best.keras all_tf/sample_data/all4 -o preds.csv
+    $ python -m all_tf.predict export/tflite/all_tf_int8.tflite "smears/*.png" --format json
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from all_tf import CLASS_NAMES
+from all_tf.config import Config
+
+PROB_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
+COLUMNS = ["file", "class", "confidence", "uncertain", *PROB_COLUMNS, "nuclei", "error"]
+
+
+@dataclass
+class Backend:
+    """A loaded model: ``predict(x)`` maps float32 (N, S, S, 3) to probabilities (N, 4)."""
+
+    kind: str
+    path: str
+    config: Config
+    threshold: float
+    value_range: tuple[float, float]
+    predict_fn: object
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        from all_tf.export.common import check_input_range
+
+        x = np.asarray(x, np.float32)
+        if len(x) == 0:
+            return np.zeros((0, len(CLASS_NAMES)), np.float32)
+        check_input_range(x, self.value_range, name=f"{self.kind} input")
+        return np.asarray(self.predict_fn(x), np.float32)
+
+
+def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
+                 threads: int | None = None) -> Backend:
+    """Open ``model`` with the backend its path implies.
+
+    ``*.tflite`` -> LiteRT interpreter; a folder with ``saved_model.pb`` (or TF Serving's
+    ``<name>/<version>/`` layout, highest version) -> ``tf.saved_model.load``; a ``.keras``
+    file or a run directory -> Keras.
+
+    Raises:
+        FileNotFoundError, ValueError: the path is not a model, or its metadata is missing.
+    """
+    from all_tf.export.common import DEFAULT_THRESHOLD, config_from_metadata, read_metadata
+
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+    if path.suffix == ".tflite":
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: metadata {meta_path.name} not found beside it "
+                                    "(written by python -m all_tf.export)")
+        meta = read_metadata(meta_path)
+        cfg = config_from_metadata(meta)
+        if config is not None:
+            cfg = Config.load(config)
+        return Backend("tflite", str(path), cfg, meta["uncertainty_threshold"],
+                       tuple(meta["input"]["value_range"]), _tflite_fn(path, threads))
+    if path.is_dir() and not (path / "checkpoints").is_dir() and path.suffix != ".keras":
+        from all_tf.export.serving import METADATA_FILE, find_saved_model
+
+        saved = find_saved_model(path)
+        meta = read_metadata(saved / "assets.extra" / METADATA_FILE)
+        cfg = Config.load(config) if config is not None else config_from_metadata(meta)
+        return Backend("savedmodel", str(saved), cfg, meta["uncertainty_threshold"],
+                       tuple(meta["input"]["value_range"]), _saved_model_fn(saved))
+    from all_tf.export.common import (
+        config_for_model,
+        input_range,
+        load_keras_model,
+        resolve_source,
+    )
+
+    src = resolve_source(path, config)
+    keras_model = load_keras_model(src.model_path)
+    cfg = config_for_model(src.config, keras_model)
+    threshold = cfg.uncertainty_threshold if cfg.uncertainty_threshold is not None else DEFAULT_THRESHOLD
+
+    def keras_fn(x):
+        return keras_model.predict(x, batch_size=16, verbose=0)
+
+    return Backend("keras", str(src.model_path), cfg, threshold, tuple(input_range(keras_model)),
+                   keras_fn)
+
+
+def _saved_model_fn(path: Path):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["predict_pixels"]
+
+    def predict(x):
+        return fn(pixels=tf.constant(x))["probabilities"].numpy()
+
+    predict.loaded = loaded  # keep the trackable alive with the function
+    return predict
+
+
+def _tflite_fn(path: Path, threads: int | None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from all_tf.export.verify import dequantize_output, quantize_input
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+
+    def predict(x):
+        rows = []
+        for image in x:
+            interp.set_tensor(inp["index"], quantize_input(image[None], inp))
+            interp.invoke()
+            rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
+        return np.stack(rows)
+
+    return predict
+
+
+def nuclei_boxes(mask: np.ndarray) -> np.ndarray:
+    """Bounding boxes (K, 4) as (y0, x0, y1, x1) of the 8-connected components of ``mask``."""
+    import cv2
+
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    s = stats[1:]
+    return np.stack([s[:, 1], s[:, 0], s[:, 1] + s[:, 3], s[:, 0] + s[:, 2]], axis=1) if n > 1 \
+        else np.zeros((0, 4), np.int64)
+
+
+def draw_overlay(rgb: np.ndarray, boxes: np.ndarray, label: str) -> np.ndarray:
+    """RGB uint8 copy of ``rgb`` with green nucleus boxes and ``label`` on a dark band at the top."""
+    import cv2
+
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(min(h, w) / 224))
+    for y0, x0, y1, x1 in boxes:
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), (0, 255, 0), thick)
+    scale = max(0.35, min(h, w) / 448)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(out, (0, 0), (min(w, tw + 6), th + base + 6), (0, 0, 0), -1)
+    cv2.putText(out, label, (3, th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    return out
+
+
+def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
+    from all_tf.preprocessing import preprocess_image
+
+    if cfg.preprocess.input_mode == "crops":
+        from all_tf.segmentation import nucleus_crops
+
+        crops = nucleus_crops(rgb, mask, size=cfg.preprocess.image_size,
+                              margin=cfg.preprocess.crop_margin,
+                              max_crops=cfg.preprocess.max_crops).crops
+        return np.stack([preprocess_image(c, cfg.preprocess) for c in crops])
+    return preprocess_image(rgb, cfg.preprocess)[None]
+
+
+def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
+                  batch_size: int = 16, progress: bool = True,
+                  threshold: float | None = None) -> list[dict]:
+    """Rows (see the module docstring) for every image in ``items`` (files, folders, globs)."""
+    from tqdm import tqdm
+
+    from all_tf.export.common import collect_inputs
+    from all_tf.io import ImageReadError, atomic_write_bytes, read_image
+    from all_tf.segmentation import segment_nuclei
+
+    cfg = backend.config
+    threshold = backend.threshold if threshold is None else float(threshold)
+    files = [p for p, _ in collect_inputs(items, labelled=False)]
+    rows: list[dict] = []
+    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
+    overlay_names: set[str] = set()
+
+    def flush():
+        if not pending:
+            return
+        x = np.concatenate([p[1] for p in pending])
+        try:
+            probs = backend.predict(x)
+        except Exception as e:  # a backend failure is reported on every row of the batch
+            for row, *_ in pending:
+                row["error"] = f"{type(e).__name__}: {e}"
+            pending.clear()
+            return
+        start = 0
+        for row, xi, rgb, boxes in pending:
+            p = probs[start:start + len(xi)].mean(axis=0)
+            start += len(xi)
+            k = int(np.argmax(p))
+            row.update({"class": CLASS_NAMES[k], "confidence": round(float(p[k]), 6),
+                        "uncertain": bool(p[k] < threshold)})
+            row.update({c: round(float(v), 6) for c, v in zip(PROB_COLUMNS, p, strict=True)})
+            if overlay_dir is not None:
+                import cv2
+
+                label = f"{CLASS_NAMES[k]} {p[k]:.2f}" + (" (uncertain)" if p[k] < threshold else "")
+                name = Path(row["file"]).stem
+                while name in overlay_names:
+                    name += "_"
+                overlay_names.add(name)
+                ok, png = cv2.imencode(".png", cv2.cvtColor(draw_overlay(rgb, boxes, label),
+                                                            cv2.COLOR_RGB2BGR))
+                if ok:
+                    atomic_write_bytes(Path(overlay_dir) / f"{name}.png", png.tobytes())
+        pending.clear()
+
+    for path in tqdm(files, desc="predict", unit="img", disable=not progress, file=sys.stderr):
+        row = {c: "" for c in COLUMNS}
+        row["file"] = path
+        rows.append(row)
+        try:
+            rgb = read_image(path)
+            mask = segment_nuclei(rgb, cfg.segmentation)
+            boxes = nuclei_boxes(mask)
+            row["nuclei"] = int(len(boxes))
+            x = _model_inputs(rgb, cfg, mask)
+        except (ImageReadError, ValueError, OSError) as e:
+            row["error"] = str(e)
+            continue
+        pending.append((row, x, rgb if overlay_dir is not None else None, boxes))
+        if sum(len(p[1]) for p in pending) >= batch_size:
+            flush()
+    flush()
+    return rows
+
+
+def write_rows(rows: list[dict], fmt: str, stream) -> None:
+    """Write rows as CSV (header + one line per image) or a JSON list."""
+    if fmt == "json":
+        json.dump(rows, stream, indent=1)
+        stream.write("\n")
+        return
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Config JSON overriding the one stored with the model.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write rows here (default: standard output).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
+              help="Output format (default: from --output's suffix, else csv).")
+@click.option("--overlays", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for overlay PNGs: nucleus boxes and the predicted label.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Uncertainty threshold (default: the one stored with the model).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on standard error.")
+def main(model, inputs, config_path, output, fmt, overlays, threshold, batch_size, threads, progress):
+    """Classify INPUTS (images, folders or globs) with MODEL.
+
+    MODEL is a .keras file or run directory, a SavedModel folder (or TF Serving's
+    <name>/<version>/ layout) or a .tflite file with its .json metadata beside it.
+    """
+    try:
+        backend = load_backend(model, config_path, threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if overlays is not None:
+        overlays.mkdir(parents=True, exist_ok=True)
+    rows = predict_files(backend, inputs, overlays, batch_size, progress, threshold)
+    fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
+    if output is None:
+        write_rows(rows, fmt, sys.stdout)
+    else:
+        from all_tf.io import atomic_write_text
+
+        buf = io.StringIO()
+        write_rows(rows, fmt, buf)
+        atomic_write_text(output, buf.getvalue())
+    errors = sum(1 for r in rows if r["error"])
+    click.echo(f"{len(rows)} images, {errors} errors ({backend.kind} backend: {backend.path})",
+               err=True)
+    if rows and errors == len(rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
