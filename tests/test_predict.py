@@ -1,0 +1,188 @@
+"""``python -m all_tf.predict`` through the .keras, SavedModel and TFLite backends."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from click.testing import CliRunner  # noqa: E402
+from deploy_helpers import SAMPLE_ALL4, make_tiny_run, quiet_env, write_bad_images  # noqa: E402
+
+from all_tf import CLASS_NAMES  # noqa: E402
+from all_tf.predict import COLUMNS, PROB_COLUMNS, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from all_tf.export.cli import main as export_main
+
+    run_dir, cfg, split = make_tiny_run(tmp_path_factory.mktemp("run"))
+    result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def backends(run_dir):
+    export = run_dir / "export"
+    return {
+        "run_dir": run_dir,
+        "keras_file": run_dir / "checkpoints" / "best.keras",
+        "savedmodel": export / "serving" / "all_tf",
+        **{f"tflite_{v}": export / "tflite" / f"all_tf_{v}.tflite"
+           for v in ("float32", "float16", "dynamic_int8", "int8")},
+    }
+
+
+def predict(args, tmp_path, name="out.csv"):
+    out = tmp_path / name
+    result = CliRunner().invoke(main, [*map(str, args), "-o", str(out), "--no-progress"],
+                                catch_exceptions=False)
+    return result, out
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sample_predictions(run, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("preds")
+    rows = {}
+    for name, model in backends(run).items():
+        result, out = predict([model, SAMPLE_ALL4], tmp, f"{name}.csv")
+        assert result.exit_code == 0, result.output
+        rows[name] = read_csv(out)
+    return rows
+
+
+def probs(rows):
+    return np.array([[float(r[c]) for c in PROB_COLUMNS] for r in rows])
+
+
+def test_every_backend_predicts_the_shipped_sample(sample_predictions):
+    for name, rows in sample_predictions.items():
+        assert len(rows) == 48, name
+        assert list(rows[0]) == COLUMNS
+        assert all(r["error"] == "" for r in rows), name
+        assert all(r["class"] in CLASS_NAMES for r in rows)
+        p = probs(rows)
+        np.testing.assert_allclose(p.sum(1), 1.0, atol=0.02)
+        conf = np.array([float(r["confidence"]) for r in rows])
+        np.testing.assert_allclose(conf, p.max(1))
+        assert [r["uncertain"] for r in rows] == [str(c < 0.7) for c in conf]
+        assert all(int(r["nuclei"]) >= 0 for r in rows)
+    # the sample's fields all contain stained nuclei
+    assert np.mean([int(r["nuclei"]) > 0 for r in sample_predictions["keras_file"]]) > 0.9
+
+
+def test_backends_agree(sample_predictions):
+    ref = probs(sample_predictions["keras_file"])
+    np.testing.assert_allclose(probs(sample_predictions["run_dir"]), ref, atol=1e-6)
+    np.testing.assert_allclose(probs(sample_predictions["savedmodel"]), ref, atol=1e-5)
+    np.testing.assert_allclose(probs(sample_predictions["tflite_float32"]), ref, atol=1e-5)
+    np.testing.assert_allclose(probs(sample_predictions["tflite_float16"]), ref, atol=5e-3)
+    for name in ("tflite_dynamic_int8", "tflite_int8"):
+        p = probs(sample_predictions[name])
+        assert np.mean(p.argmax(1) == ref.argmax(1)) >= 0.9, name
+        assert np.abs(p - ref).max() < 0.1, name
+    nuclei = [r["nuclei"] for r in sample_predictions["keras_file"]]
+    assert all([r["nuclei"] for r in rows] == nuclei for rows in sample_predictions.values())
+
+
+@pytest.mark.parametrize("backend", ["keras_file", "savedmodel", "tflite_int8"])
+def test_bad_files_become_rows_and_the_rest_is_processed(run, tmp_path, backend):
+    folder = tmp_path / "mixed"
+    files = write_bad_images(folder)
+    for p in sorted((SAMPLE_ALL4 / "Pro").glob("*.jpg"))[:2]:
+        shutil.copy(p, folder / p.name)
+    result, out = predict([backends(run)[backend], folder, tmp_path / "missing.jpg"], tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = {r["file"].split("/")[-1]: r for r in read_csv(out)}
+    assert len(rows) == 9
+    assert "not a recognised image format" in rows[files["not_image"].name]["error"]
+    assert "empty file" in rows[files["empty"].name]["error"]
+    assert "too small" in rows[files["one_px"].name]["error"]
+    assert "too large" in rows[files["huge"].name]["error"]
+    assert "cannot read file" in rows["missing.jpg"]["error"]
+    for name in (files["gray"].name, files["rgba"].name, "WBC-Malignant-Pro-001.jpg"):
+        assert rows[name]["error"] == "" and rows[name]["class"] in CLASS_NAMES, rows[name]
+    assert "9 images, 5 errors" in result.output
+
+
+def test_all_inputs_bad_exits_nonzero(run, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"nope")
+    result, out = predict([backends(run)["keras_file"], tmp_path / "a.jpg"], tmp_path)
+    assert result.exit_code == 1
+    assert read_csv(out)[0]["error"]
+
+
+def test_json_output_and_overlays(run, tmp_path):
+    overlays = tmp_path / "overlays"
+    files = sorted((SAMPLE_ALL4 / "Early").glob("*.jpg"))[:3]
+    result, out = predict([backends(run)["tflite_float32"], *files, "--overlays", overlays,
+                           "--threshold", "0.99"], tmp_path, "out.json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    assert all(r["uncertain"] is True for r in rows)  # nothing reaches 0.99 on this tiny model
+    import cv2
+
+    for f, r in zip(files, rows, strict=True):
+        png = cv2.cvtColor(cv2.imread(str(overlays / f"{f.stem}.png")), cv2.COLOR_BGR2RGB)
+        assert png.shape == (224, 224, 3)
+        green = (png[..., 1] == 255) & (png[..., 0] == 0) & (png[..., 2] == 0)
+        assert green.any() == (r["nuclei"] > 0)
+
+
+def test_crop_mode_averages_crop_probabilities(run, tmp_path):
+    from all_tf.config import Config
+    from all_tf.io import read_image
+    from all_tf.predict import load_backend
+    from all_tf.preprocessing import preprocess_image
+    from all_tf.segmentation import nucleus_crops, segment_nuclei
+
+    cfg = Config.load(run / "config.json")
+    cfg.preprocess.input_mode = "crops"
+    cfg.preprocess.max_crops = 3
+    cfg_path = tmp_path / "crops.json"
+    cfg.save(cfg_path)
+    image = sorted((SAMPLE_ALL4 / "Benign").glob("*.jpg"))[0]
+    result, out = predict([backends(run)["keras_file"], image, "--config", cfg_path], tmp_path)
+    assert result.exit_code == 0, result.output
+    (row,) = read_csv(out)
+    rgb = read_image(image)
+    crops = nucleus_crops(rgb, segment_nuclei(rgb, cfg.segmentation), size=64, margin=8,
+                          max_crops=3).crops
+    backend = load_backend(backends(run)["keras_file"], cfg_path)
+    expected = backend.predict(np.stack([preprocess_image(c, cfg.preprocess) for c in crops]))
+    np.testing.assert_allclose([float(row[c]) for c in PROB_COLUMNS], expected.mean(0), atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(run, tmp_path):
+    files = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[:5]
+    _, a = predict([backends(run)["keras_file"], *files, "--batch-size", "1"], tmp_path, "a.csv")
+    _, b = predict([backends(run)["keras_file"], *files, "--batch-size", "16"], tmp_path, "b.csv")
+    np.testing.assert_allclose(probs(read_csv(a)), probs(read_csv(b)), atol=1e-5)
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path):
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    result = CliRunner().invoke(main, [str(tmp_path / "m.tflite"), str(SAMPLE_ALL4)])
+    assert result.exit_code != 0 and "metadata m.json not found" in result.output
+    result = CliRunner().invoke(main, [str(tmp_path), str(SAMPLE_ALL4)])
+    assert result.exit_code != 0 and "no saved_model.pb" in result.output
+
+
+def test_help():
+    proc = subprocess.run([sys.executable, "-m", "all_tf.predict", "--help"], capture_output=True,
+                          text=True, env=quiet_env(), timeout=120)
+    assert proc.returncode == 0 and "MODEL" in proc.stdout
