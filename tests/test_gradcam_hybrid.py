@@ -109,3 +109,16 @@ def test_hybrid_per_image_averages_crops():
     y, p = per_image(labels, index, probs)
     assert y.tolist() == [1, 0]
     np.testing.assert_allclose(p, [[0.3, 0.7], [0.9, 0.1]])
+
+
+def test_grad_cam_on_an_all_tf_model_with_cbam():
+    from all_tf.evaluation.hybrid import feature_model
+    from all_tf.models import build_model
+
+    model = build_model("efficientnetv2b0_cbam", image_size=64)
+    x = np.random.default_rng(1).random((2, 64, 64, 3)).astype("float32")
+    assert find_feature_layer(model) == "top_activation"
+    heat, cls, probs = grad_cam(model, x)
+    assert heat.shape == (2, 64, 64) and np.isfinite(heat).all()
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-5)  # logits path
+    assert feature_model(model).output.shape[-1] == 1280
