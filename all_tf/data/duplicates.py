@@ -16,11 +16,17 @@ numbers come from the same slide). Each candidate is then verified: the shift be
 112x112 grey thumbnails is estimated by phase correlation, and the normalised cross-correlation
 of the band-passed overlap (scale-bar label corner masked) must reach ``min_similarity``.
 
-Why not a hash threshold alone: on all4 (see docs/benchmarks.md, "Duplicates in all4"),
-pHash distance <= 10 bits selects 105 same-class pairs of which one is a different field, at
-12-14 bits cross-class pairs of different fields appear, yet verified overlapping fields reach
-20+ bits. The verification separates cleanly: different fields score < 0.40, the same
-field >= 0.55 (a sharp/blurred pair), so the default threshold is 0.5.
+Why not a hash threshold alone: on all4 (docs/benchmarks.md, "Duplicates in all4"), pHash
+distance <= 10 bits selects 106 pairs, all within a class, of which one is two different
+fields; at 12-14 bits 118 of 184 pairs are across classes (different fields), yet verified
+overlapping fields reach 22+ bits. The verification separates cleanly: the best-scoring
+rejected candidate scores 0.42, the lowest accepted pairs 0.55-0.64 (the same field, once
+sharp and once blurred), and 344 of the 373 verified pairs score >= 0.9; hence
+``min_similarity`` 0.5.
+
+Known limit: candidates come from the hash and from file-number neighbours, so overlapping
+fields far apart in the numbering with a large hash distance can be missed (a wider
+``max_hamming`` finds more, at a higher cost; see the benchmark section).
 
 Example:
     >>> from all_tf.data import find_duplicates
@@ -51,7 +57,7 @@ THUMB_SIZE = 112  # px; thumbnails for the alignment check
 # The all4 images carry a burned-in scale-bar label whose position is fixed (bottom right):
 # masked so that two different fields do not correlate through their identical labels.
 LABEL_BOX = (0.85, 0.78, 1.0, 1.0)  # (y0, x0, y1, x1) as fractions of the height and width
-_VERSION = 1  # bump when the search changes, to invalidate cached reports
+_VERSION = 3  # bump when the search changes, to invalidate cached reports
 
 
 @dataclass
@@ -99,6 +105,12 @@ class DuplicateReport:
         groups: connected groups of two or more paths (union of all pairs), largest first.
         unreadable: ``(path, reason)`` of images that could not be decoded (not grouped).
         params: the search settings.
+        similarity_histogram: ``{"edges": [21], "counts": [20]}`` of every checked
+            candidate's similarity, to judge the threshold.
+        borderline: the 20 best-scoring rejected candidates (kind ``"rejected"``), to look at.
+        hamming_table: pHash distance -> [pairs, pairs across folders (classes), pairs
+            accepted], over all pairs within ``max_hamming``: what a hash threshold alone
+            would do.
     """
 
     paths: list[str]
@@ -106,6 +118,9 @@ class DuplicateReport:
     groups: list[list[str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    similarity_histogram: dict = field(default_factory=dict)
+    borderline: list[DuplicatePair] = field(default_factory=list)
+    hamming_table: dict = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list[DuplicatePair]:
         return [p for p in self.pairs if p.kind == kind]
@@ -129,7 +144,7 @@ class DuplicateReport:
             counts[Path(p.a).parent.name] += 1
         return dict(sorted(counts.items()))
 
-    def summary(self) -> str:
+    def summary(self, window: int = 8) -> str:
         grouped = sum(len(g) for g in self.groups)
         lines = [
             f"{len(self.paths)} images searched, {len(self.unreadable)} unreadable",
@@ -140,8 +155,23 @@ class DuplicateReport:
             f"{self.counts_by_folder('overlap')}",
             f"groups: {len(self.groups)} holding {grouped} images "
             f"(largest {max((len(g) for g in self.groups), default=0)})",
+            f"non-exact pairs more than {window} file numbers apart or in different folders: "
+            f"{len(self.far_pairs(window))}",
         ]
         return "\n".join(lines)
+
+    def far_pairs(self, window: int) -> list[DuplicatePair]:
+        """Non-exact pairs whose file numbers differ by more than ``window`` (or that are in
+        different folders or unnumbered): what a block split by file number would miss."""
+        out = []
+        for p in self.pairs:
+            if p.kind == "exact":
+                continue
+            na, nb = file_number(p.a), file_number(p.b)
+            if (os.path.dirname(p.a) != os.path.dirname(p.b) or na is None or nb is None
+                    or abs(na - nb) > window):
+                out.append(p)
+        return out
 
     def to_dict(self) -> dict:
         return {
@@ -157,6 +187,9 @@ class DuplicateReport:
             "pairs": [dataclasses.asdict(p) for p in self.pairs],
             "groups": self.groups,
             "unreadable": [list(u) for u in self.unreadable],
+            "similarity_histogram": self.similarity_histogram,
+            "borderline": [dataclasses.asdict(p) for p in self.borderline],
+            "hamming_table": self.hamming_table,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -164,9 +197,14 @@ class DuplicateReport:
 
     @classmethod
     def from_dict(cls, d: dict, paths: list[str]) -> DuplicateReport:
-        pairs = [DuplicatePair(**{**p, "shift": tuple(p["shift"])}) for p in d["pairs"]]
-        return cls(list(paths), pairs, [list(g) for g in d["groups"]],
-                   [tuple(u) for u in d["unreadable"]], dict(d["params"]))
+        def pair(p: dict) -> DuplicatePair:
+            return DuplicatePair(**{**p, "shift": tuple(p["shift"])})
+
+        return cls(list(paths), [pair(p) for p in d["pairs"]], [list(g) for g in d["groups"]],
+                   [tuple(u) for u in d["unreadable"]], dict(d["params"]),
+                   dict(d.get("similarity_histogram", {})),
+                   [pair(p) for p in d.get("borderline", [])],
+                   {int(k): v for k, v in d.get("hamming_table", {}).items()})
 
 
 def phash(grey: np.ndarray) -> int:
@@ -356,6 +394,7 @@ def find_duplicates(
     candidates: dict[tuple[int, int], int] = {}
     for a, b, d in _hash_candidates(hashes, max_hamming):
         candidates[(ok[a], ok[b])] = d
+    by_hash_only = dict(candidates)
     if neighbour_window > 0:
         ok_set = set(ok)
         for i, j in _neighbour_candidates(paths, neighbour_window):
@@ -367,12 +406,25 @@ def find_duplicates(
     aligner = _Aligner([s.thumb if s is not None else None for s in sigs], ignore_box)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         scores = list(pool.map(lambda c: aligner(*c), todo, chunksize=256))
+    rejected = []
     for (i, j), (sim, shift) in zip(todo, scores, strict=True):
         if sim >= min_similarity:
             kind = "near" if max(abs(shift[0]), abs(shift[1])) <= near_shift else "overlap"
-            report.pairs.append(DuplicatePair(paths[i], paths[j], kind, candidates[(i, j)],
-                                              round(sim, 4), shift))
+        else:
+            kind = "rejected"
+        pair = DuplicatePair(paths[i], paths[j], kind, candidates[(i, j)], round(sim, 4), shift)
+        (rejected if kind == "rejected" else report.pairs).append(pair)
     report.params["candidates_verified"] = len(todo)
+    accepted = {(i, j) for i, j in exact} | {
+        c for c, (sim, _) in zip(todo, scores, strict=True) if sim >= min_similarity}
+    table = np.zeros((max_hamming + 1, 3), int)
+    for (i, j), d in by_hash_only.items():
+        table[d] += (1, os.path.dirname(paths[i]) != os.path.dirname(paths[j]),
+                     (i, j) in accepted)
+    report.hamming_table = {int(d): row.tolist() for d, row in enumerate(table) if row[0]}
+    counts, edges = np.histogram([s for s, _ in scores], bins=np.linspace(-1, 1, 21))
+    report.similarity_histogram = {"edges": edges.round(2).tolist(), "counts": counts.tolist()}
+    report.borderline = sorted(rejected, key=lambda p: -p.similarity)[:20]
     report.groups = _components(paths, report.pairs)
     if cache_file is not None:
         try:
