@@ -362,9 +362,9 @@ def test_eval_order_matches_preprocess_image(sample_records, small_cfg):
     from all_tf.io import read_image
     from all_tf.preprocessing import preprocess_image
 
-    records = sample_records[:3]
+    records = sample_records[::6]  # 8 images, decoded in parallel
     x, y, idx = next(iter(make_eval_dataset(records, small_cfg, batch_size=8)))
-    assert idx.numpy().tolist() == [0, 1, 2]
+    assert idx.numpy().tolist() == list(range(8))
     for k, r in enumerate(records):
         np.testing.assert_array_equal(
             x[k].numpy(), preprocess_image(read_image(r.path), small_cfg.preprocess))
@@ -439,10 +439,18 @@ def test_cache_to_file(sample_records, small_cfg, tmp_path):
     records = sample_records[:6]
     ds = make_dataset(records, small_cfg, training=False, batch_size=6,
                       cache=str(tmp_path / "cache"))
-    a = next(iter(ds))[0].numpy()
-    b = next(iter(ds))[0].numpy()
+    a = [x.numpy() for x, _ in ds]
+    b = [x.numpy() for x, _ in ds]
     np.testing.assert_array_equal(a, b)
-    assert list(tmp_path.glob("cache*"))
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert files and all(f.startswith("all_tf-") for f in files)
+    # other settings -> another cache file, never the stale one
+    other = Config.from_dict(small_cfg.to_dict())
+    other.preprocess.clahe = not other.preprocess.clahe
+    c = [x.numpy() for x, _ in make_dataset(records, other, training=False, batch_size=6,
+                                            cache=str(tmp_path / "cache"))]
+    assert not np.array_equal(a, c)
+    assert len({f.split(".")[0] for f in os.listdir(tmp_path / "cache")}) == 2
 
 
 # ---------------------------------------------------------------- real data

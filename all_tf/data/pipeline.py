@@ -27,8 +27,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -160,8 +164,9 @@ def make_dataset(
         training: shuffle every epoch and apply ``cfg.augment`` (only then).
         batch_size: images (or crops) per batch.
         cache: ``"auto"`` caches the preprocessed inputs in memory when they fit in 1 GiB;
-            True/``"memory"`` always in memory; a file path caches on disk (reused across
-            runs only with the same records and config); False/None never.
+            True/``"memory"`` always in memory; a folder path caches on disk there, in files
+            named by a hash of the records and the preprocessing/segmentation settings (so a
+            stale cache is never reused for other inputs); False/None never.
         shuffle_buffer: buffer after a cache (default: everything cached, i.e. a full
             shuffle); without a cache the file list itself is shuffled every epoch.
         seed: shuffle and augmentation seed (default ``cfg.split.seed``).
@@ -189,7 +194,7 @@ def make_dataset(
                deterministic=deterministic, num_parallel_calls=parallel, failures=failures)
     ds = ds.map(lambda x, y, i: (x, y))
     if cache:
-        ds = ds.cache() if cache is True else ds.cache(str(cache))
+        ds = ds.cache() if cache is True else ds.cache(_cache_file(cache, records, cfg))
         if training:
             buffer = shuffle_buffer or _cached_count(records, cfg)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -209,6 +214,16 @@ def make_dataset(
     options.deterministic = deterministic
     ds = ds.with_options(options)
     return ds.prefetch(AUTOTUNE)
+
+
+def _cache_file(folder, records: list[Record], cfg: Config) -> str:
+    key = hashlib.sha1(json.dumps({
+        "records": [[r.path, r.label] for r in records],
+        "preprocess": dataclasses.asdict(cfg.preprocess),
+        "segmentation": dataclasses.asdict(cfg.segmentation),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return str(Path(folder) / f"all_tf-{key}")
 
 
 def _cached_count(records: list[Record], cfg: Config) -> int:
