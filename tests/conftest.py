@@ -5,6 +5,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Keep caches (duplicate signatures, tf.data cache files) out of the user's home directory.
+if "ALL_TF_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["ALL_TF_CACHE_DIR"] = tempfile.mkdtemp(prefix="all_tf-test-cache-")
 
 import pytest  # noqa: E402
 

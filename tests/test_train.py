@@ -127,7 +127,7 @@ def test_trains_and_writes_run_directory(tiny_data, tmp_path):
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 4 and "val_loss" in history[0]
     # the loss schedule: cross-entropy in epoch 0, focal from epoch 1
-    focal_column = history[0].split(",").index("focal")
+    focal_column = history[0].split(",").index("focal_weight")
     assert [float(r.split(",")[focal_column]) for r in history[1:]] == [0.0, 1.0, 1.0]
     # the Reinhard target fitted on training images is stored for inference
     stored = json.loads((out / "config.json").read_text())

@@ -33,9 +33,11 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
             if len(values) != len(header):
                 continue
             try:
-                rows.append({k: float(v) for k, v in zip(header, values, strict=True)})
-            except ValueError:
+                row = {k: float(v) for k, v in zip(header, values, strict=True)}
+                row["epoch"] = int(row["epoch"])
+            except (ValueError, KeyError):
                 continue
+            rows.append(row)
     return rows
 
 
@@ -45,16 +47,15 @@ def _initial_epoch(model) -> int:
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """Appends one row per finished epoch (epoch, lr, loss_kind, all logs) to a CSV.
+    """Appends one row per finished epoch (epoch, learning rate, all logs) to a CSV.
 
     On (re)start, rows for epochs at or after the restored epoch are dropped: they were
     written after the last backup and will be trained again.
     """
 
-    def __init__(self, path: str | Path, extra=None):
+    def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
-        self.extra = extra or (lambda epoch: {})
         self._rows: list[dict[str, float]] = []
 
     def on_train_begin(self, logs=None):
@@ -65,7 +66,6 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch}
         row["learning_rate"] = _current_lr(self.model)
-        row.update(self.extra(epoch))
         row.update({k: float(v) for k, v in (logs or {}).items()})
         self._rows.append(row)
         self._write()

@@ -140,7 +140,8 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
         dropout=m.dropout,
         bn_momentum=m.bn_momentum,
     )
-    loss = ScheduledFocalLoss(gamma=cfg.train.focal_gamma, alpha=cfg.train.focal_alpha)
+    loss = ScheduledFocalLoss(gamma=cfg.train.focal_gamma, alpha=cfg.train.focal_alpha,
+                              warmup_epochs=cfg.train.loss_warmup_epochs)
     model.compile(
         optimizer=make_optimizer(cfg.train, steps_per_epoch),
         loss=loss,
@@ -151,6 +152,7 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
 
 def predict_split(model, records, cfg: Config, batch_size: int):
     """Per-image (y_true, probabilities) for ``records``; crop mode averages crop probabilities."""
+    import keras
     import numpy as np
 
     from all_tf.data import make_eval_dataset
@@ -159,7 +161,7 @@ def predict_split(model, records, cfg: Config, batch_size: int):
     ds = make_eval_dataset(records, cfg, batch_size=batch_size)
     probs, labels, index = [], [], []
     for images, onehot, image_index in ds:
-        probs.append(model.predict_on_batch(images))
+        probs.append(keras.ops.convert_to_numpy(model(images, training=False)))
         labels.append(np.argmax(onehot.numpy(), axis=1))
         index.append(image_index.numpy())
     if not probs:
@@ -195,34 +197,21 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     import keras
 
     from all_tf.data import Split, make_dataset, make_split
-    from all_tf.evaluation import compute_metrics
-    from all_tf.losses import LossScheduleCallback
-    from all_tf.models import check_model_args
-    from all_tf.training.callbacks import (
-        HistoryCSV,
-        ResumableEarlyStopping,
-        RunCheckpoints,
-    )
+    from all_tf.models import MODEL_NAMES
     from all_tf.training.strategy import get_strategy
 
-    try:
-        check_model_args(cfg.model.name, cfg.preprocess.image_size, cfg.model.weights)
-    except ValueError as e:
-        raise RunError(str(e)) from None
+    if cfg.model.name not in MODEL_NAMES:
+        raise RunError(f"unknown model {cfg.model.name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
+    # Everything that can fail is checked before the directory gets any file.
     split_path = out / "split.json"
     if split_path.exists():
-        split = Split.load(split_path)
+        split = Split.load(split_path, root=cfg.data_dir)
     else:
-        records = load_records(cfg)
-        split = make_split(records, cfg.split)
-        check_split(split, cfg.data_dir)
-        split.save(split_path, root=cfg.data_dir)
+        split = make_split(load_records(cfg), cfg.split)
     check_split(split, cfg.data_dir)
-
     if cfg.preprocess.reinhard and cfg.preprocess.reinhard_target is None:
         fit_reinhard(cfg, split.train)
-    cfg.save(out / "config.json")
 
     keras.utils.set_random_seed(cfg.split.seed)
     if cfg.train.deterministic:
@@ -231,25 +220,32 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if cfg.train.mixed_precision else "float32")
-
     batch = cfg.train.batch_size
-    train_ds = make_dataset(split.train, cfg, training=True, batch_size=batch)
-    val_ds = make_dataset(split.val, cfg, training=False, batch_size=batch)
     steps = max(1, -(-len(split.train) // batch))
     if cfg.preprocess.input_mode == "crops":
         steps = max(1, steps * cfg.preprocess.max_crops // 2)  # approximate, for the LR schedule
-
     strategy = get_strategy(cfg.train.strategy)
-    with strategy.scope():
-        model, loss = build_for_config(cfg, steps)
+    try:
+        with strategy.scope():
+            model, loss = build_for_config(cfg, steps)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+    if not split_path.exists():
+        split.save(split_path, root=cfg.data_dir)
+    cfg.save(out / "config.json")
+    train_ds = make_dataset(split.train, cfg, training=True, batch_size=batch)
+    val_ds = make_dataset(split.val, cfg, training=False, batch_size=batch)
+
+    from all_tf.evaluation import compute_metrics
+    from all_tf.losses import LossScheduleCallback
+    from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, RunCheckpoints
 
     history_path = out / "history.csv"
-    schedule = LossScheduleCallback(loss, warmup_epochs=cfg.train.loss_warmup_epochs)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),  # must stay first
-        schedule,
-        HistoryCSV(history_path, extra=lambda epoch: {
-            "focal": float(epoch >= cfg.train.loss_warmup_epochs)}),
+        LossScheduleCallback(loss),  # before HistoryCSV: it logs focal_weight
+        HistoryCSV(history_path),
         RunCheckpoints(out / "checkpoints", history_path),
         ResumableEarlyStopping(history_path, monitor="val_loss",
                                patience=cfg.train.early_stopping_patience,
