@@ -84,7 +84,9 @@ def plot_parallel_coordinates(rows: list[dict], metrics, path, label_key: str = 
         ax.plot(range(len(metrics)), line, marker="o", label=str(row[label_key]))
     for i in range(len(metrics)):
         ax.axvline(i, color="grey", lw=0.5)
-    ax.set_xticks(range(len(metrics)), [m.replace("macro_", "") for m in metrics])
+    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    ax.set_xticks(range(len(metrics)), [f"{m.replace('macro_', '')}\n{100 * a:.1f}-{100 * b:.1f} %"
+                                        for m, a, b in zip(metrics, lo, hi, strict=True)])
     ax.set_ylabel("z-score across models")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -226,8 +228,9 @@ def plot_gradcam_grid(items, path, ncols: int = 4, title: str = "Grad-CAM") -> P
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, item in zip(axes, items, strict=False):
         ok = "" if item["true"] == item["pred"] else " (wrong)"
+        empty = "\n(empty map: no positive gradient)" if item.get("empty") else ""
         _image_axis(ax, item["overlay"],
-                    f"true {item['true']}\npred {item['pred']} {item['confidence']:.2f}{ok}")
+                    f"true {item['true']}\npred {item['pred']} {item['confidence']:.2f}{ok}{empty}")
     for ax in axes[len(items):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)

@@ -170,7 +170,8 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
     (not on the colour-space input). In crop mode the image's largest nucleus crop is used.
 
     Returns:
-        dicts with ``overlay`` (uint8 RGB), ``true``, ``pred``, ``confidence``, ``path``.
+        dicts with ``overlay`` (uint8 RGB), ``true``, ``pred``, ``confidence``, ``empty``
+        (the map is all zero: no location raises the predicted class), ``path``.
     """
     from all_tf import CLASS_NAMES
     from all_tf.evaluation.runs import load_config, load_model, load_split
@@ -206,6 +207,7 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
                 "true": class_names[label],
                 "pred": class_names[int(cls[0])],
                 "confidence": float(probs[0].max()),
+                "empty": bool(heat[0].max() == 0.0),
                 "path": r.path,
             })
     return items

@@ -72,6 +72,6 @@ def load_model(run_dir: str | os.PathLike, which: str = "best"):
         raise RunDirError(f"{run_dir}: missing checkpoint checkpoints/{which}.keras "
                           "(the run did not finish an epoch, or the file was removed)")
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=False)  # inference only
     except Exception as e:  # Keras raises many types for a bad archive
         raise RunDirError(f"{path}: cannot load the model ({e})") from None

@@ -1,0 +1,85 @@
+"""Measured preprocessing and inference time per image (the paper's Table 4 columns).
+
+Times are wall-clock on the machine that runs them, so they are only comparable within one
+measurement session; the record says how many images and threads were used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_ms(fn, items, warmup: int = 2) -> float:
+    for item in items[:warmup]:
+        fn(item)
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def measure_run_timing(run_dir: str | os.PathLike, n_images: int = 32,
+                       batch_size: int = 32) -> dict:
+    """Preprocessing and inference ms/image of a finished run, cached in ``timing.json``.
+
+    Returns:
+        ``preprocess_ms``: median time of ``preprocess_image`` on a decoded test image (decoding
+        excluded; crop mode: segmentation, crops and their preprocessing included);
+        ``inference_ms_batch1``: median ``predict_on_batch`` time for one image;
+        ``inference_ms_batched``: time per image of one batch of ``batch_size``;
+        ``n_images``, ``cpu_count``.
+    """
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+    from all_tf.io import read_image
+    from all_tf.preprocessing import preprocess_image
+
+    run_dir = Path(run_dir)
+    cached = run_dir / "timing.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    cfg = load_config(run_dir)
+    split = load_split(run_dir, cfg.data_dir)
+    records = (split.test + split.val + split.train)[:n_images]
+    images = [read_image(r.path) for r in records]
+    pre = cfg.preprocess
+
+    if pre.input_mode == "crops":
+        from all_tf.segmentation import nucleus_crops, segment_nuclei
+
+        def prep(rgb):
+            crops = nucleus_crops(rgb, segment_nuclei(rgb, cfg.segmentation),
+                                  size=pre.image_size, margin=pre.crop_margin,
+                                  max_crops=pre.max_crops)
+            return np.stack([preprocess_image(c, pre) for c in crops.crops])
+    else:
+        def prep(rgb):
+            return preprocess_image(rgb, pre)[None]
+
+    preprocess_ms = _median_ms(prep, images)
+    inputs = [prep(rgb) for rgb in images]
+    model = load_model(run_dir)
+    batch1_ms = _median_ms(model.predict_on_batch, inputs, warmup=3)
+    batch = np.concatenate(inputs)[:batch_size]
+    model.predict_on_batch(batch)
+    start = time.perf_counter()
+    model.predict_on_batch(batch)
+    batched_ms = (time.perf_counter() - start) * 1000.0 / len(batch)
+    result = {
+        "preprocess_ms": round(preprocess_ms, 3),
+        "inference_ms_batch1": round(batch1_ms, 3),
+        "inference_ms_batched": round(batched_ms, 3),
+        "n_images": len(images),
+        "batch_size": len(batch),
+        "cpu_count": os.cpu_count(),
+    }
+    from all_tf.io import atomic_write_text
+
+    atomic_write_text(cached, json.dumps(result, indent=2))
+    return result
