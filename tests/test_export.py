@@ -368,3 +368,22 @@ def test_cli_rejects_unknown_format_and_missing_source(run, tmp_path):
     (tmp_path / "x.h5").write_bytes(b"")
     result = CliRunner().invoke(main, [str(tmp_path / "x.h5")])
     assert result.exit_code != 0 and "expected a run directory or a .keras file" in result.output
+
+
+def test_crop_mode_saved_model_takes_pixels(keras_model, run, tmp_path):
+    from all_tf.config import Config
+    from all_tf.export.serving import export_saved_model
+
+    cfg = Config.from_dict(run[1].to_dict())
+    cfg.preprocess.input_mode = "crops"
+    path = export_saved_model(keras_model, cfg, tmp_path, model_name="crops", threshold=0.5)
+    assert path == tmp_path / "crops" / "1"
+    meta = json.loads((path / "assets.extra" / "all_tf_export.json").read_text())
+    assert meta["uncertainty_threshold"] == 0.5
+    sig = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["pixels"]
+    out = sig(pixels=tf.fill([2, TINY_SIZE, TINY_SIZE, 3], 0.5))
+    assert out["probabilities"].shape == (2, 4)
+    with pytest.raises(FileExistsError):
+        export_saved_model(keras_model, cfg, tmp_path, model_name="crops", version=1)
+    assert export_saved_model(keras_model, cfg, tmp_path, model_name="crops").name == "2"
