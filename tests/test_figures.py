@@ -25,7 +25,7 @@ def test_confusion_and_parallel_coordinates(tmp_path):
 
 def test_training_curves(tmp_path):
     hist = tmp_path / "history.csv"
-    hist.write_text("epoch,learning_rate,focal,loss,accuracy,val_loss,val_accuracy\n"
+    hist.write_text("epoch,learning_rate,focal_weight,loss,accuracy,val_loss,val_accuracy\n"
                     "0,0.001,0.0,1.3,0.4,1.2,0.5\n1,0.0009,0.0,1.0,0.6,1.1,0.55\n"
                     "2,0.0005,1.0,0.2,0.7,0.25,0.6\n")
     assert _is_png(figures.plot_training_curves(hist, tmp_path / "curves.png"))

@@ -7,7 +7,13 @@ import pytest
 
 from all_tf.config import Config
 from all_tf.evaluation import compute_metrics
-from all_tf.evaluation.protocol import RunSpec, run_specs, summarise, summary_markdown
+from all_tf.evaluation.protocol import (
+    RunSpec,
+    run_specs,
+    summarise,
+    summary_markdown,
+    write_summary,
+)
 from all_tf.evaluation.results_csv import read_rows
 
 
@@ -25,9 +31,9 @@ def fake_train(monkeypatch):
         (output_dir / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
-    import all_tf.training
+    import all_tf.training.run
 
-    monkeypatch.setattr(all_tf.training, "train_run", train_run)
+    monkeypatch.setattr(all_tf.training.run, "train_run", train_run)
     return calls
 
 
@@ -80,6 +86,24 @@ def test_summarise_mean_and_sample_sd():
     assert "## Table 2" in md
     assert "| a | softmax | 2 | 85.00 ± 7.07 |" in md
     assert "| b | softmax | 1 | 50.00 |" in md
+
+
+def test_write_summary_tables_per_split(fake_train, tmp_path):
+    specs = []
+    for kind in ("70:30", "60:40"):
+        for seed in (1, 2):
+            cfg = Config.preset("quick")
+            cfg.split.kind, cfg.split.seed = kind, seed
+            specs.append(RunSpec(f"m_{kind.replace(':', '-')}_s{seed}", cfg))
+    run_specs(specs, tmp_path, echo=lambda s: None)
+    summary = write_summary(tmp_path, "Protocol", headings={"70:30": "Table 2: 70:30 split",
+                                                            "60:40": "Table 3: 60:40 split"})
+    assert [(s["split"], s["n_runs"]) for s in summary] == [("70:30", 2), ("60:40", 2)]
+    md = (tmp_path / "summary.md").read_text()
+    assert md.index("## Table 2: 70:30 split") < md.index("## Table 3: 60:40 split")
+    # seeds 1 and 2 score 0.75 and 0.75 (fake): mean 75.00, sd 0.00
+    assert "| efficientnetv2b0_cbam | softmax | 2 | 75.00 ± 0.00 |" in md
+    assert (tmp_path / "summary.csv").read_text().startswith("model,head,split,n_runs,")
 
 
 def test_read_rows_of_protocol_csv_are_complete(fake_train, tmp_path):

@@ -112,8 +112,8 @@ def read_history(path) -> dict[str, list[float]]:
 def plot_training_curves(history_csv, path, title: str = "Training curves") -> Path:
     """Loss and accuracy per epoch (train and validation) from a run's history.csv.
 
-    A dashed line marks the switch from cross-entropy to focal loss when the history has a
-    ``focal`` column (the loss values before and after the switch are not comparable).
+    A dotted line marks the switch from cross-entropy to focal loss when the history has a
+    ``focal_weight`` (or ``focal``) column (the loss values before and after the switch are not comparable).
     """
     hist = read_history(history_csv)
     epochs = hist.get("epoch") or list(range(len(next(iter(hist.values())))))
@@ -127,8 +127,9 @@ def plot_training_curves(history_csv, path, title: str = "Training curves") -> P
         for key, style in ((name, "-"), (f"val_{name}", "--")):
             if key in hist:
                 ax.plot(epochs, hist[key], style, marker=".", label=key)
-        if "focal" in hist:
-            focal = np.asarray(hist["focal"])
+        focal_key = "focal_weight" if "focal_weight" in hist else "focal"
+        if focal_key in hist:
+            focal = np.asarray(hist[focal_key])
             switch = np.flatnonzero(focal > 0.5)
             if switch.size and switch[0] > 0:
                 ax.axvline(epochs[switch[0]] - 0.5, color="grey", ls=":", label="focal loss from")

@@ -85,14 +85,25 @@ def fit_booster(features, labels, backend: str = "auto", seed: int = 0):
     if len(classes) < 2:
         raise ValueError(f"the training features hold only class {classes.tolist()}; need two")
     clf, name = make_booster(backend, seed)
-    clf.fit(features, encoded)
+    with _single_openmp_thread():
+        clf.fit(features, encoded)
     return clf, name, classes
+
+
+def _single_openmp_thread():
+    """Limit OpenMP to one thread: after TensorFlow has run in the same process, OpenMP
+    threads of HistGradientBoosting compete with TF's spinning thread pool (measured here:
+    a 28-sample fit took 58 s with 2 threads and 0.6 s with 1)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def predict_proba_full(clf, classes, features, n_classes: int) -> np.ndarray:
     """``clf.predict_proba`` with a column for every class (classes unseen in training get 0)."""
     out = np.zeros((len(features), n_classes), dtype=np.float64)
-    out[:, classes] = clf.predict_proba(features)
+    with _single_openmp_thread():
+        out[:, classes] = clf.predict_proba(features)
     return out
 
 

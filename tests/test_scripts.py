@@ -1,0 +1,168 @@
+"""The experiment scripts' --quick modes, resuming, and their clear errors on bad input.
+
+One quick protocol run (MobileNetV3-Small, 64 px, 1 epoch, 70:30, one seed) is trained once
+per module on the shipped sample; the other tests reuse its run directory. Both split kinds
+and the table layout are covered with a fake trainer in test_protocol.py.
+"""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+pytestmark = pytest.mark.slow
+
+
+def _script(name):
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def invoke(name, *args, ok=True):
+    result = CliRunner().invoke(_script(name), [str(a) for a in args])
+    if ok and result.exit_code != 0:
+        raise AssertionError(f"{name} {args} failed ({result.exit_code}):\n{result.output}") \
+            from result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def protocol_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("protocol")
+    invoke("protocol", "--quick", "--splits", "70:30", "-o", out)
+    return out
+
+
+def _rows(path):
+    from all_tf.evaluation.results_csv import read_rows
+
+    return read_rows(path)
+
+
+def test_protocol_quick_writes_runs_rows_and_tables(protocol_dir):
+    rows = _rows(protocol_dir / "results.csv")
+    assert [r["run_id"] for r in rows] == [
+        "mobilenetv3small_70-30_s42", "mobilenetv3small_70-30_s42+gbt"]
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and int(r["n"]) > 0
+        assert r["head"] in ("softmax", "gbt")
+    run_dir = protocol_dir / "runs" / "mobilenetv3small_70-30_s42"
+    for name in ("config.json", "split.json", "history.csv", "metrics.json",
+                 "hybrid_metrics.json", "checkpoints/best.keras"):
+        assert (run_dir / name).is_file(), name
+    md = (protocol_dir / "summary.md").read_text()
+    assert "Table 2: 70:30 split" in md
+    assert "| mobilenetv3small | gbt | 1 |" in md
+    assert (protocol_dir / "summary.csv").read_text().startswith("model,head,split,n_runs")
+
+
+def test_protocol_rerun_skips_finished_runs(protocol_dir):
+    before = (protocol_dir / "results.csv").read_bytes()
+    result = invoke("protocol", "--quick", "--splits", "70:30", "-o", protocol_dir)
+    assert result.output.count("skip ") == 1 and "train " not in result.output
+    assert (protocol_dir / "results.csv").read_bytes() == before
+
+
+def test_protocol_repairs_a_truncated_csv_without_retraining(protocol_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(protocol_dir, out)
+    csv_path = out / "results.csv"
+    data = csv_path.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    csv_path.write_bytes(data[: last_start + 25])  # a crash in the middle of the last row
+    lost = data[last_start:].split(b",", 1)[0].decode()
+    result = invoke("protocol", "--quick", "--splits", "70:30", "-o", out)
+    assert "train " not in result.output  # metrics.json / hybrid_metrics.json were reused
+    new = csv_path.read_bytes()
+    assert new.startswith(data[:last_start])  # finished rows never rewritten
+    ids = [r["run_id"] for r in _rows(csv_path)]
+    assert sorted(ids) == sorted(r["run_id"] for r in _rows(protocol_dir / "results.csv"))
+    assert ids[-1] == lost
+
+
+def test_protocol_run_dir_of_another_config_is_a_clear_error(protocol_dir, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(protocol_dir, out)
+    result = invoke("protocol", "--quick", "--splits", "70:30", "--epochs", "2", "-o", out,
+                    ok=False)
+    assert result.exit_code == 1
+    assert "different config" in result.output and "epochs" in result.output
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "Benign").mkdir(parents=True)
+    for script in ("protocol", "colour_spaces"):
+        result = invoke(script, "--quick", "--data-dir", empty, "-o", tmp_path / script, ok=False)
+        assert result.exit_code == 1 and "no usable images" in result.output, result.output
+    result = invoke("audit", "--data-dir", empty, "-o", tmp_path / "audit", ok=False)
+    assert result.exit_code == 1 and "no usable images" in result.output
+
+
+def test_missing_checkpoint_is_a_clear_error(protocol_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(protocol_dir / "runs" / "mobilenetv3small_70-30_s42", run)
+    shutil.rmtree(run / "checkpoints")
+    result = invoke("figures", "--run-dir", run, "-o", tmp_path / "figs", ok=False)
+    assert result.exit_code == 1 and "missing checkpoint" in result.output
+    result = invoke("audit", "--quick", "--run-dir", run, "-o", tmp_path / "audit", ok=False)
+    assert result.exit_code == 1 and "missing checkpoint" in result.output
+
+
+def test_figures_quick(protocol_dir, tmp_path):
+    out = tmp_path / "figs"
+    invoke("figures", "--quick", "--protocol-dir", protocol_dir, "-o", out,
+           "--per-class", 1, "--gradcam-per-class", 1)
+    names = {p.name for p in out.glob("*.png")}
+    expected = {"parallel_70-30.png", "colour_spaces.png",
+                "mobilenetv3small_70-30_confusion.png", "mobilenetv3small_70-30_curves.png",
+                "mobilenetv3small_70-30_s42_gradcam.png",
+                *(f"segmentation_{c}.png" for c in ("Benign", "Early", "Pre", "Pro"))}
+    assert expected <= names, expected - names
+    result = invoke("figures", "--quick", "--protocol-dir", protocol_dir, "-o", out,
+                    "--per-class", 1, "--gradcam-per-class", 1)
+    assert "0 figure(s) drawn" in result.output  # rerun keeps what exists
+
+
+def test_audit_quick_with_model_checks(protocol_dir, tmp_path):
+    out = tmp_path / "audit"
+    run = protocol_dir / "runs" / "mobilenetv3small_70-30_s42"
+    invoke("audit", "--quick", "--run-dir", run, "-o", out)
+    result = json.loads((out / "audit.json").read_text())
+    assert result["n_images"] == 48
+    assert result["class_balance"] == {"Benign": 12, "Early": 12, "Pre": 12, "Pro": 12}
+    assert set(result["colour_baselines"]) >= {"colour", "colour_reinhard", "corner_only"}
+    for key in ("original", "label_masked", "reinhard_one_target"):
+        assert 0.0 <= result["model_checks"][key]["accuracy"] <= 1.0
+    md = (out / "audit.md").read_text()
+    assert "## Duplicates" in md and "label corner masked" in md
+    assert "up to date" in invoke("audit", "--quick", "--run-dir", run, "-o", out).output
+
+
+def test_colour_spaces_quick(tmp_path):
+    out = tmp_path / "colour"
+    invoke("colour_spaces", "--quick", "--spaces", "hed", "-o", out)
+    rows = _rows(out / "results.csv")
+    assert [r["colour_space"] for r in rows] == ["hed"]
+    for r in rows:
+        assert float(r["preprocess_ms"]) > 0 and float(r["inference_ms_batch1"]) > 0
+    md = (out / "summary.md").read_text()
+    assert "Time per image" in md and "| hed |" in md
+    result = invoke("colour_spaces", "--quick", "--spaces", "hed", "-o", out)
+    assert result.output.count("skip ") == 1
+
+
+def test_scripts_help():
+    for name in ("protocol", "colour_spaces", "figures", "audit"):
+        result = invoke(name, "--help")
+        assert "Usage" in result.output and "--output-dir" in result.output
