@@ -117,10 +117,10 @@ def run_specs(
         All complete rows of the CSV after the protocol (strings, as read back).
 
     Raises:
-        all_tf.training.RunError (a ValueError): a run directory holds another config, or the
+        all_tf.training.run.RunError (a ValueError): a run directory holds another config, or the
             data cannot be trained on.
     """
-    from all_tf.training import train_run
+    from all_tf.training import run as training
 
     out_dir = Path(out_dir)
     csv_path = out_dir / "results.csv"
@@ -129,9 +129,7 @@ def run_specs(
         run_dir = out_dir / "runs" / spec.run_id
         ids = [spec.run_id] + ([f"{spec.run_id}+gbt"] if hybrid else [])
         if (run_dir / "config.json").exists():
-            from all_tf.training.run import prepare_output_dir
-
-            prepare_output_dir(spec.cfg, run_dir)  # RunError if it holds another config
+            training.prepare_output_dir(spec.cfg, run_dir)  # RunError if another config
         if all(i in done for i in ids):
             echo(f"skip {spec.run_id}: already in {csv_path.name}")
             continue
@@ -140,7 +138,7 @@ def run_specs(
                 echo(f"{spec.run_id}: finished earlier, recording its stored metrics")
             else:
                 echo(f"train {spec.run_id} -> {run_dir}")
-            metrics = train_run(spec.cfg, run_dir, verbose=verbose)
+            metrics = training.train_run(spec.cfg, run_dir, verbose=verbose)
             extra = after_run(spec, run_dir) if after_run else {}
             append_row(csv_path, _row(spec, metrics, run_dir, "softmax", spec.run_id, extra),
                        RESULT_COLUMNS)
