@@ -123,3 +123,15 @@ def test_optimizer_settings():
     opt.build(model.trainable_variables)
     decayed = {v.name for v in model.trainable_variables if opt._use_weight_decay(v)}
     assert decayed == {"kernel"}
+
+
+def test_compiled_model_with_loss_saves_and_reloads(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="softmax")])
+    cfg = TrainConfig(epochs=2, warmup_epochs=1)
+    model.compile(optimizer=make_optimizer(cfg, 3), loss=ScheduledFocalLoss(warmup_epochs=4))
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(reloaded.loss, ScheduledFocalLoss) and reloaded.loss.warmup_epochs == 4
+    x = np.ones((2, 3), "float32")
+    y = np.eye(4, dtype="float32")[[0, 1]]
+    assert np.isfinite(float(reloaded.train_on_batch(x, y)))
