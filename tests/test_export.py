@@ -51,7 +51,9 @@ def exported(run):
     from all_tf.export.cli import main
 
     run_dir, _, _ = run
-    result = CliRunner().invoke(main, [str(run_dir), "--threads", "1"], catch_exceptions=False)
+    formats = "savedmodel,float32,float16,dynamic_int8,int8,int16x8"
+    result = CliRunner().invoke(main, [str(run_dir), "--threads", "1", "--formats", formats],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run_dir / "export"
 
@@ -136,7 +138,7 @@ def test_graph_preprocessing_with_resizing(sample_images):
 # ------------------------------------------------------------------ export layout and metadata
 def test_export_writes_every_format(exported):
     names = sorted(p.name for p in (exported / "tflite").iterdir())
-    for variant in ("float32", "float16", "dynamic_int8", "int8"):
+    for variant in ("float32", "float16", "dynamic_int8", "int8", "int16x8"):
         assert f"all_tf_{variant}.tflite" in names and f"all_tf_{variant}.json" in names
     assert (exported / "tflite" / "labels.txt").read_text().split() == list(CLASS_NAMES)
     version = exported / "serving" / "all_tf" / "1"
@@ -167,11 +169,11 @@ def test_verify_report_parity(exported):
     """Every variant runs under LiteRT (XNNPACK) in its own process and agrees with Keras.
 
     Measured on the tiny model (14 held-out sample images): top-1 agreement 1.0 for all four;
-    max |dp| float32 0, float16 0.0008, dynamic int8 0.005, int8 0.037.
+    max |dp| float32 0, float16 0.0008, dynamic int8 0.005, int8 0.037, int16x8 0.035.
     """
     report = json.loads((exported / "verify.json").read_text())
     rows = {r["variant"]: r for r in report["results"]}
-    assert set(rows) == {"float32", "float16", "dynamic_int8", "int8"}
+    assert set(rows) == {"float32", "float16", "dynamic_int8", "int8", "int16x8"}
     for r in rows.values():
         assert r["status"] == "ok", r
         assert r["ms_per_image"]["1"] > 0
@@ -181,6 +183,7 @@ def test_verify_report_parity(exported):
     assert rows["float16"]["max_prob_diff"] < 5e-3
     assert rows["dynamic_int8"]["max_prob_diff"] < 0.03
     assert rows["int8"]["top1_agreement"] >= 0.9 and rows["int8"]["max_prob_diff"] < 0.1
+    assert rows["int16x8"]["top1_agreement"] >= 0.9 and rows["int16x8"]["max_prob_diff"] < 0.06
     assert report["edge_default"] in ("int8", "dynamic_int8")
     assert (exported / "verify.md").read_text().startswith("| file |")
 

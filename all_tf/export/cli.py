@@ -10,7 +10,8 @@ import click
 
 log = logging.getLogger("all_tf.export")
 
-ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8")
+ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8")
+DEFAULT_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8")
 INT8_MAX_ACCURACY_DROP = 0.005  # full int8 becomes the edge default within 0.5 point of Keras
 INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreement
 
@@ -81,7 +82,7 @@ def edge_default(rows: list[dict]) -> tuple[str, str]:
 @click.option("--model-name", default="all_tf", show_default=True,
               help="TF Serving model name and TFLite file prefix.")
 @click.option("--version", type=int, help="SavedModel version (default: next free number).")
-@click.option("--formats", default=",".join(ALL_FORMATS), show_default=True,
+@click.option("--formats", default=",".join(DEFAULT_FORMATS), show_default=True,
               help="Comma-separated subset of: " + ", ".join(ALL_FORMATS) + ".")
 @click.option("--threshold", type=click.FloatRange(0, 1),
               help="Uncertainty threshold stored with the model (default: the config's).")
@@ -160,15 +161,15 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         from all_tf.export.tflite import calibration_set, export_tflite
 
         calibration = None
-        if "int8" in variants:
+        if "int8" in variants or "int16x8" in variants:
             pairs = collect_inputs(calibration_data) if calibration_data else train_pairs
             if not pairs:
                 raise click.ClickException(
-                    "full int8 needs training images: pass --calibration-data (the run has no "
-                    "usable split.json), or leave int8 out of --formats")
+                    "int8 calibration needs training images: pass --calibration-data (the run has "
+                    "no usable split.json), or leave int8 and int16x8 out of --formats")
             images, _, _ = _read_all(_sample(pairs, calibration_count))
             calibration = calibration_set(images, cfg, count=calibration_count)
-            log.info("calibrating full int8 on %d images", len(calibration))
+            log.info("calibrating on %d images", len(calibration))
         tflite_paths = export_tflite(model, cfg, out_dir / "tflite", variants, calibration,
                                      model_name=model_name, threshold=threshold,
                                      source=str(src.model_path))

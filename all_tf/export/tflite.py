@@ -18,6 +18,9 @@ Variants:
           int8 input and output. The calibration set gets one extra copy of its first image with
           one pixel at 0 and one at 1, so the input scale covers exactly [0, 1]: the input
           quantisation is then scale 1/255, zero point -128, i.e. q = round(255 x) - 128.
+``int16x8``  int8 weights, int16 activations (same calibration), float I/O. Much closer to
+          float than full int8 when activations have wide ranges, but XNNPACK does not run
+          it: LiteRT's reference kernels are tens of times slower. Not exported by default.
 
 Conversion runs here; running the files is left to :mod:`all_tf.export.verify`, in another
 process (calibration and the LiteRT interpreter in one process have aborted).
@@ -38,7 +41,8 @@ from all_tf.config import Config
 from all_tf.export.common import config_for_model, export_metadata, input_range, to_float32
 from all_tf.io import atomic_write_bytes, atomic_write_text
 
-VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
+VARIANTS = ("float32", "float16", "dynamic_int8", "int8", "int16x8")
+DEFAULT_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 SIGNATURE = "serving_default"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
@@ -104,9 +108,9 @@ def convert(saved_model_dir: str, variant: str, calibration: np.ndarray | None =
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
+    elif variant in ("int8", "int16x8"):
         if calibration is None or len(calibration) == 0:
-            raise ValueError("full-int8 conversion needs calibration images")
+            raise ValueError(f"{variant} conversion needs calibration images")
 
         def representative():
             for x in calibration:
@@ -114,9 +118,13 @@ def convert(saved_model_dir: str, variant: str, calibration: np.ndarray | None =
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if variant == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     return converter.convert()
 
 
@@ -151,7 +159,7 @@ def export_tflite(
     model,
     cfg: Config,
     out_dir: str | os.PathLike,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
     calibration: np.ndarray | None = None,
     model_name: str = "all_tf",
     threshold: float | None = None,
@@ -164,7 +172,8 @@ def export_tflite(
         cfg: the run's config.
         out_dir: output folder.
         variants: any of :data:`VARIANTS`.
-        calibration: float32 (K, S, S, 3) from :func:`calibration_set`, needed for ``int8``.
+        calibration: float32 (K, S, S, 3) from :func:`calibration_set`, needed for ``int8``
+            and ``int16x8``.
         model_name: file name prefix.
         threshold: uncertainty threshold; default ``cfg.uncertainty_threshold``.
         source: recorded in the metadata.
@@ -184,7 +193,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory(prefix="all_tf_tflite_") as work:
         saved = _saved_model_for_conversion(model, size, work)
         for variant in variants:
-            flat = convert(saved, variant, calibration if variant == "int8" else None)
+            flat = convert(saved, variant, calibration if variant in ("int8", "int16x8") else None)
             path = out_dir / f"{model_name}_{variant}.tflite"
             atomic_write_bytes(path, flat)
             details = io_details(flat)
@@ -208,7 +217,8 @@ def export_tflite(
                         "meaning": "softmax probabilities in class_names order",
                         "read": (f"p = (q {-out_q['zero_point']:+d}) * {out_q['scale']:.10g}"
                                  if out_q else "p = value")},
-                calibration_images=int(len(calibration)) if variant == "int8" else None,
+                calibration_images=(int(len(calibration)) if variant in ("int8", "int16x8")
+                                    else None),
                 source=source,
             )
             atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
