@@ -126,20 +126,10 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
     import keras
 
     from all_tf.losses import ScheduledFocalLoss
-    from all_tf.models import build_model
+    from all_tf.models import build_from_config
     from all_tf.training.optim import make_optimizer
 
-    m = cfg.model
-    model = build_model(
-        m.name,
-        num_classes=len(CLASS_NAMES),
-        image_size=cfg.preprocess.image_size,
-        weights=m.weights,
-        cbam_placement=m.cbam_placement,
-        cbam_reduction=m.cbam_reduction,
-        dropout=m.dropout,
-        bn_momentum=m.bn_momentum,
-    )
+    model = build_from_config(cfg)
     loss = ScheduledFocalLoss(gamma=cfg.train.focal_gamma, alpha=cfg.train.focal_alpha,
                               warmup_epochs=cfg.train.loss_warmup_epochs)
     model.compile(
