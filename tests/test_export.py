@@ -173,7 +173,10 @@ def test_verify_report_parity(exported):
     """
     report = json.loads((exported / "verify.json").read_text())
     rows = {r["variant"]: r for r in report["results"]}
-    assert set(rows) == {"float32", "float16", "dynamic_int8", "int8", "int16x8"}
+    assert set(rows) == {"savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8"}
+    saved = rows.pop("savedmodel")  # serving_default on the JPEG bytes: in-graph preprocessing
+    assert saved["status"] == "ok" and saved["top1_agreement"] == 1.0
+    assert saved["max_prob_diff"] < 1e-5
     for r in rows.values():
         assert r["status"] == "ok", r
         assert r["ms_per_image"]["1"] > 0

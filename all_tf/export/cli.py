@@ -55,6 +55,36 @@ def _read_all(pairs):
     return images, labels, paths
 
 
+def verify_saved_model(path: str, files: list[str], keras_probs, labels=None,
+                       batch_size: int = 32) -> dict:
+    """Run ``serving_default`` on the files' bytes (decoding and preprocessing in the graph)."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    from all_tf.export.verify import compare
+
+    size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    row = {"file": f"{Path(path).parent.name}/{Path(path).name} (serving_default)",
+           "variant": "savedmodel", "size_bytes": size}
+    try:
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        probs = []
+        start = time.perf_counter()
+        for i in range(0, len(files), batch_size):
+            data = [Path(f).read_bytes() for f in files[i:i + batch_size]]
+            probs.append(fn(image_bytes=tf.constant(data))["probabilities"].numpy())
+        elapsed = time.perf_counter() - start
+    except Exception as e:  # report, do not abort the export
+        row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+        return row
+    row.update(compare(np.concatenate(probs), np.asarray(keras_probs, np.float32), labels))
+    row["ms_per_image_batched"] = round(1000 * elapsed / max(len(files), 1), 3)
+    row["status"] = "ok"
+    return row
+
+
 def edge_default(rows: list[dict]) -> tuple[str, str]:
     """Pick the edge model from verification rows: full int8 when it runs and keeps accuracy."""
     by_variant = {r.get("variant"): r for r in rows}
@@ -92,7 +122,9 @@ def edge_default(rows: list[dict]) -> tuple[str, str]:
 @click.option("--calibration-count", type=int, default=100, show_default=True,
               help="Calibration images (random subset, seed 0).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Run every TFLite file in a separate process and compare with Keras.")
+              help="Compare every export with Keras on held-out images: the SavedModel's "
+                   "serving_default on the image files' bytes, each TFLite file in its own "
+                   "process.")
 @click.option("--verify-data", multiple=True,
               help="Held-out images for verification (a dataset root gives labels and accuracy). "
                    "Default: the run's split.json test part.")
@@ -109,7 +141,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
     Writes, under --out:
       serving/<model-name>/<version>/   SavedModel for TF Serving (bytes in, probabilities out)
       tflite/<model-name>_<variant>.tflite + .json metadata, labels.txt
-      verify.json, verify.md            parity and speed of every TFLite file vs Keras
+      verify.json, verify.md            parity (and TFLite speed) of every export vs Keras
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -177,7 +209,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
             click.echo(f"TFLite: {p} ({p.stat().st_size / 1e6:.2f} MB)")
         written["tflite"] = [str(p) for p in tflite_paths]
 
-    if verify and tflite_paths:
+    if verify and (tflite_paths or "savedmodel" in written):
         from all_tf.export.verify import format_report, verify_tflite
 
         pairs = collect_inputs(verify_data) if verify_data else test_pairs
@@ -191,6 +223,8 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         keras_probs = model.predict(x, batch_size=16, verbose=0)
         y = None if any(label is None for label in labels) else np.asarray(labels)
         rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
+        if "savedmodel" in written:
+            rows.insert(0, verify_saved_model(written["savedmodel"], paths, keras_probs, y))
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}
