@@ -243,7 +243,7 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     ]
     class_weight = _class_weights(split.train) if cfg.train.class_weights else None
     started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, shuffle=False,
               callbacks=callbacks, class_weight=class_weight, verbose=verbose)
     train_seconds = time.time() - started
 
