@@ -120,9 +120,14 @@ def main(
         )
     except ValueError as e:
         fail(e)
+    from all_tf.evaluation.protocol import read_rows
+
+    # The table covers every run in results.csv, not only this invocation's seeds.
+    all_seeds = sorted({int(r["seed"]) for r in read_rows(output_dir / "results.csv")} | set(seeds))
     intro = (
         f"Data: `{base.data_dir}`; {base.preprocess.image_size} px, "
-        f"{base.train.epochs} epochs, seeds {', '.join(map(str, seeds))}; "
+        f"{base.train.epochs} epochs, seeds {', '.join(map(str, all_seeds))} (per-row counts in "
+        "`runs`); "
         "head `softmax` = the network, `gbt` = boosted trees on its pooled features."
     )
     write_summary(output_dir, "Classification protocol", intro=intro, headings=HEADINGS)
