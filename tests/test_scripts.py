@@ -166,3 +166,29 @@ def test_scripts_help():
     for name in ("protocol", "colour_spaces", "figures", "audit"):
         result = invoke(name, "--help")
         assert "Usage" in result.output and "--output-dir" in result.output
+
+
+def test_protocol_arrays_quick_trains_skips_finished_and_bundles(tmp_path):
+    import tarfile
+
+    out, bundle = tmp_path / "arrays", tmp_path / "bundle.tar.gz"
+    invoke("protocol_arrays", "--quick", "-o", out, "--bundle", bundle)
+    rows = _rows(out / "results.csv")
+    assert [r["head"] for r in rows] == ["softmax", "gbt"]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and int(r["n"]) == 16 for r in rows)
+    run_dir = out / "runs" / "mobilenetv3small_32_70-30_s0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 2 and metrics["n_train"] == 28
+    assert (out / "summary.md").read_text().count("mobilenetv3small") == 2
+    with tarfile.open(bundle) as tar:
+        assert "arrays/results.csv" in tar.getnames()
+    again = invoke("protocol_arrays", "--quick", "-o", out)
+    assert "skip mobilenetv3small_32_70-30_s0" in again.output
+    assert len(_rows(out / "results.csv")) == 2
+
+
+def test_protocol_arrays_rejects_unknown_config_field(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"runs": [{"id": "x", "set": {"model.nmae": "vgg16"}}]}))
+    result = invoke("protocol_arrays", "--quick", "--plan", plan, "-o", tmp_path / "o", ok=False)
+    assert result.exit_code != 0 and "model.nmae" in result.output

@@ -91,9 +91,14 @@ def fit_booster(features, labels, backend: str = "auto", seed: int = 0):
 
 
 def _single_openmp_thread():
-    """Limit OpenMP to one thread: after TensorFlow has run in the same process, OpenMP
-    threads of HistGradientBoosting compete with TF's spinning thread pool (measured here:
-    a 28-sample fit took 58 s with 2 threads and 0.6 s with 1)."""
+    """Limit OpenMP to one thread when TensorFlow is loaded: its spinning thread pool and the
+    OpenMP threads of HistGradientBoosting compete (measured here: a 28-sample fit took 58 s
+    with 2 threads and 0.6 s with 1). Other Keras backends keep every thread."""
+    import contextlib
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="openmp")
