@@ -1,6 +1,7 @@
 """Pack all4 for a device machine whose upload limit (64 MiB) is below the dataset's size.
 
-Writes ``<out>/all4/`` with every JPEG losslessly re-encoded (``jpegtran -copy none
+Writes one file, ``<out>/all4_pack.tar.gz`` (one file: thousands of small files cost disk
+blocks), holding ``all4/`` with every JPEG losslessly re-encoded (``jpegtran -copy none
 -arithmetic -progressive``: the same DCT coefficients, about 15 % smaller), drops the second
 copy of byte-identical files (listed in ``<out>/copies.txt`` and restored by ``unpack``),
 stores the MD5 of every original's decoded pixels in ``<out>/pixels.json`` (checked after
@@ -19,12 +20,14 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+PACK = "all4_pack.tar.gz"
 SPLITS = [("70:30", s) for s in (42, 43, 44)] + [("60:40", s) for s in (42, 43, 44)]
 
 
@@ -42,6 +45,8 @@ def main(source, out, unpack):
     """Pack SOURCE (an all4 root) into OUT, or with --unpack check and restore OUT."""
     if unpack:
         out = out or source
+        with tarfile.open(out / PACK) as tar:
+            tar.extractall(out, filter="data")
         for line in (out / "copies.txt").read_text().splitlines():
             kept, copy = line.split("\t")
             shutil.copyfile(out / "all4" / kept, out / "all4" / copy)
@@ -79,9 +84,15 @@ def main(source, out, unpack):
     for kind, seed in SPLITS:
         split = make_split(records, SplitConfig(kind=kind, seed=seed))
         split.save(out / "splits" / f"{kind.replace(':', '-')}_s{seed}.json", root=source)
-    size = sum(p.stat().st_size for p in (out / "all4").rglob("*") if p.is_file())
+    with tarfile.open(out / PACK, "w:gz") as tar:
+        for name in ("all4", "splits", "copies.txt", "pixels.json"):
+            tar.add(out / name, arcname=name)
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
     click.echo(f"{len(files)} files, {len(copies)} byte-identical copies left out, "
-               f"{size / 1e6:.1f} MB in {out / 'all4'}")
+               f"{(out / PACK).stat().st_size / 1e6:.1f} MB in {out / PACK}")
 
 
 if __name__ == "__main__":
