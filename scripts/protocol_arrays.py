@@ -175,8 +175,12 @@ def deadline_callback(deadline: float | None, reserve: float):
 
 
 def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
-              deadline: float | None, reserve: float, hybrid: bool, echo) -> list[tuple[str, dict]]:
-    """Train and evaluate one run; returns [(head, metrics)] and writes run_dir files."""
+              deadline: float | None, reserve: float, hybrid: bool, echo, record) -> None:
+    """Train and evaluate one run, writing run_dir files.
+
+    ``record(head, metrics)`` is called as soon as each head's test metrics exist, so that
+    the softmax row is saved before the boosted-trees head is fitted.
+    """
     import keras
     import numpy as np
 
@@ -242,9 +246,9 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
     metrics.update(common)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     np.save(run_dir / "test_probabilities.npy", probs)
-    results = [("softmax", metrics)]
     echo(f"  test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
          f"after {epochs_trained} epochs, {train_s:.0f} s")
+    record("softmax", metrics)
     if hybrid:
         fmodel = feature_model(model)
         f_tr = predict_padded(fmodel, x_tr, batch).reshape(len(x_tr), -1)
@@ -254,10 +258,9 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
         hmetrics = compute_metrics(y_te, hprobs, threshold=cfg.uncertainty_threshold)
         hmetrics.update(common, hybrid_backend=name, feature_dim=int(f_tr.shape[1]))
         atomic_write_text(run_dir / "hybrid_metrics.json", json.dumps(hmetrics, indent=2))
-        results.append(("gbt", hmetrics))
         echo(f"  gbt head accuracy {hmetrics['accuracy']:.4f}")
+        record("gbt", hmetrics)
     keras.backend.clear_session()
-    return results
 
 
 def write_bundle(out: Path, bundle: Path) -> None:
@@ -367,14 +370,8 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
              f"{cfg.split.kind} seed {cfg.split.seed}, {cfg.train.epochs} epochs, batch "
              f"{cfg.train.batch_size}, lr {cfg.train.learning_rate}")
         run_dir = output_dir / "runs" / run_id
-        try:
-            results = train_one(cfg, split, images, run_dir, workers=workers,
-                                deadline=deadline, reserve=reserve_seconds, hybrid=hybrid,
-                                echo=echo)
-        except RunError as e:
-            echo(f"run {run_id} cannot start: {e}")
-            continue
-        for head, metrics in results:
+
+        def record(head, metrics, cfg=cfg, run_id=run_id, run_dir=run_dir, spec=spec):
             row = {
                 "run_id": run_id if head == "softmax" else f"{run_id}+{head}",
                 "model": spec.get("label", cfg.model.name), "head": head,
@@ -390,13 +387,19 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
             }
             append_row(csv_path, {k: v for k, v in row.items() if k in RESULT_COLUMNS},
                        RESULT_COLUMNS)
-        done.add(run_id)
-        write_summary(output_dir, "Classification protocol (in-memory arrays)",
-                      group_by=("model", "head", "split"),
-                      intro=f"Backend {keras.backend.backend()}; data `{data_dir}`.",
-                      headings={k: f"Split {split_tag(k)}" for k in ("70:30", "60:40")})
-        if bundle:
-            write_bundle(output_dir, bundle)
+            done.add(run_id)
+            write_summary(output_dir, "Classification protocol (in-memory arrays)",
+                          group_by=("model", "head", "split"),
+                          intro=f"Backend {keras.backend.backend()}; data `{data_dir}`.",
+                          headings={k: f"Split {split_tag(k)}" for k in ("70:30", "60:40")})
+            if bundle:
+                write_bundle(output_dir, bundle)
+
+        try:
+            train_one(cfg, split, images, run_dir, workers=workers, deadline=deadline,
+                      reserve=reserve_seconds, hybrid=hybrid, echo=echo, record=record)
+        except RunError as e:
+            echo(f"run {run_id} cannot start: {e}")
     echo(f"done; {len(done)} runs in {csv_path}")
     if bundle:
         write_bundle(output_dir, bundle)

@@ -192,3 +192,16 @@ def test_protocol_arrays_rejects_unknown_config_field(tmp_path):
     plan.write_text(json.dumps({"runs": [{"id": "x", "set": {"model.nmae": "vgg16"}}]}))
     result = invoke("protocol_arrays", "--quick", "--plan", plan, "-o", tmp_path / "o", ok=False)
     assert result.exit_code != 0 and "model.nmae" in result.output
+
+
+def test_protocol_arrays_keeps_softmax_row_when_the_hybrid_head_fails(tmp_path, monkeypatch):
+    import all_tf.evaluation.hybrid as hybrid
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("booster crashed")
+
+    monkeypatch.setattr(hybrid, "fit_booster", broken)
+    out = tmp_path / "arrays"
+    result = invoke("protocol_arrays", "--quick", "-o", out, ok=False)
+    assert result.exit_code != 0 and "booster crashed" in str(result.exception)
+    assert [r["head"] for r in _rows(out / "results.csv")] == ["softmax"]
