@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The all4 protocol on a device machine (JAX image, no TensorFlow), from the repo root.
 # Needs, carried beside the checkout: .whl/ (keras, namex, optree wheels for cp312) and .gpu/
-# (made here by `python scripts/gpu/pack_all4.py ../shared/data/all4 .gpu`).
+# (made here by `python scripts/gpu/pack_all4.py ../shared/data/all4 .gpu`). The wheels:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     -d .whl keras==3.15.1 namex optree
 # Usage: OUT=<results folder> bash scripts/gpu/run_all4.sh [time budget in seconds]
-# Env: BASE (base config), PLAN (plan file), NO_WHEELS=1 (use installed keras), KERAS_BACKEND (default jax; torch is the fallback).
+# Env: BASE (base config), PLAN (plan file), NO_WHEELS=1 (use installed keras),
+# PREVIOUS (a results.csv of earlier calls: its runs are skipped, e.g.
+# docs/runs/gpu_2026-11-28/results.csv), KERAS_BACKEND (default jax; torch is the fallback).
 set -u -o pipefail
 BUDGET=${1:-480}
 OUT=${OUT:-/tmp/out}
@@ -18,6 +23,9 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 mkdir -p "$OUT" /tmp/protocol
+if [ -n "${PREVIOUS:-}" ] && [ ! -e /tmp/protocol/results.csv ]; then
+  cp "$PREVIOUS" /tmp/protocol/results.csv
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
 python3 scripts/gpu/pack_all4.py --unpack .gpu || exit 1
 for backend in ${KERAS_BACKEND:-jax} torch; do
