@@ -1,9 +1,10 @@
 """The paper's loss schedule: categorical cross-entropy warm-up, then focal loss.
 
 ``ScheduledFocalLoss`` computes ``(1 - w) * CE + w * focal`` where ``w`` is a non-trainable
-scalar ``keras.Variable``. Because the compiled train step reads the variable (rather than a
-Python attribute baked in at trace time), ``LossScheduleCallback`` can switch from CE (w = 0)
-to focal loss (w = 1) at the start of epoch N without recompiling.
+scalar ``keras.Variable``. ``LossScheduleCallback`` switches from CE (w = 0) to focal loss
+(w = 1) at the start of epoch N. TensorFlow's compiled steps read the variable, so nothing is
+recompiled there; JAX bakes its value into the jitted steps, so on that backend the callback
+rebuilds the train and test functions once, at the switch.
 
 Example:
     >>> import keras
@@ -126,8 +127,14 @@ class LossScheduleCallback(keras.callbacks.Callback):
         return loss
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._loss().set_epoch(epoch)
+        loss = self._loss()
+        before = float(keras.ops.convert_to_numpy(loss.focal_weight))
+        if loss.set_epoch(epoch) != before and keras.backend.backend() == "jax":
+            # JAX traces the variable's value into the jitted steps as a constant (it is not
+            # model state), so the switch needs fresh train and test functions (one retrace).
+            self.model.make_train_function(force=True)
+            self.model.make_test_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["focal_weight"] = float(self._loss().focal_weight.numpy())
+            logs["focal_weight"] = float(keras.ops.convert_to_numpy(self._loss().focal_weight))
