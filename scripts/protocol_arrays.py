@@ -349,6 +349,9 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
         except (ValueError, TypeError) as e:
             fail(f"plan run {run_id}: {e}")
         cfg.data_dir = str(data_dir)
+        if cfg.preprocess.input_mode != "image":
+            fail(f"plan run {run_id}: input mode {cfg.preprocess.input_mode!r} is not supported "
+                 "here (whole images only); use scripts/protocol.py for nucleus crops")
         if spec.get("split_file"):
             split_path = (plan_file.parent if plan_file else Path.cwd()) / spec["split_file"]
             split = Split.load(split_path, root=data_dir)

@@ -205,3 +205,10 @@ def test_protocol_arrays_keeps_softmax_row_when_the_hybrid_head_fails(tmp_path, 
     result = invoke("protocol_arrays", "--quick", "-o", out, ok=False)
     assert result.exit_code != 0 and "booster crashed" in str(result.exception)
     assert [r["head"] for r in _rows(out / "results.csv")] == ["softmax"]
+
+
+def test_protocol_arrays_refuses_crop_mode(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"runs": [{"id": "c", "set": {"preprocess.input_mode": "crops"}}]}))
+    result = invoke("protocol_arrays", "--quick", "--plan", plan, "-o", tmp_path / "o", ok=False)
+    assert result.exit_code != 0 and "whole images only" in result.output
