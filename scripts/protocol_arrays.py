@@ -106,6 +106,8 @@ def to_arrays(records, images: dict, cfg, workers: int):
 
 def make_batches(x, y, batch_size: int, augment_cfg, seed: int):
     """A ``keras.utils.PyDataset`` of shuffled, augmented full batches (one-hot labels)."""
+    import threading
+
     import keras
     import numpy as np
 
@@ -117,6 +119,9 @@ def make_batches(x, y, batch_size: int, augment_cfg, seed: int):
             super().__init__(workers=2, max_queue_size=8)  # augment ahead of the train step
             self.rng = np.random.default_rng(seed)
             self.aug = build_augmentation(augment_cfg, seed)
+            # Build it here: two worker threads building a Sequential at once can corrupt it.
+            self.aug(x[:1], training=True)
+            self.lock = threading.Lock()  # one augmentation at a time (seed state updates)
             self.onehot = np.eye(len(CLASS_NAMES), dtype=np.float32)[y]
             self.order = self.rng.permutation(len(x))
 
@@ -125,8 +130,9 @@ def make_batches(x, y, batch_size: int, augment_cfg, seed: int):
 
         def __getitem__(self, i):
             idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-            xb = self.aug(x[idx], training=True)
-            return keras.ops.convert_to_numpy(xb).astype(np.float32), self.onehot[idx]
+            with self.lock:
+                xb = keras.ops.convert_to_numpy(self.aug(x[idx], training=True))
+            return xb.astype(np.float32), self.onehot[idx]
 
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(x))
