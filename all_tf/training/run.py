@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 from all_tf import CLASS_NAMES
@@ -243,8 +244,12 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     ]
     class_weight = _class_weights(split.train) if cfg.train.class_weights else None
     started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, shuffle=False,
-              callbacks=callbacks, class_weight=class_weight, verbose=verbose)
+    with warnings.catch_warnings():
+        # Unreadable files are filtered out, so the batch count is unknown until the first
+        # epoch ends; Keras then warns that the input "ran out of data", which is expected.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, shuffle=False,
+                  callbacks=callbacks, class_weight=class_weight, verbose=verbose)
     train_seconds = time.time() - started
 
     best = out / "checkpoints" / "best.keras"
