@@ -311,8 +311,13 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
     deadline = start + time_budget if time_budget else None
     from all_tf.config import Config
     from all_tf.data import Split, make_split
-    from all_tf.evaluation.metrics import flat_metrics
-    from all_tf.evaluation.protocol import RESULT_COLUMNS, _now, split_tag, write_summary
+    from all_tf.evaluation.protocol import (
+        RESULT_COLUMNS,
+        RunSpec,
+        _row,
+        split_tag,
+        write_summary,
+    )
     from all_tf.evaluation.results_csv import append_row, completed_keys
     from all_tf.training.run import RunError, load_records
 
@@ -381,21 +386,11 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
         run_dir = output_dir / "runs" / run_id
 
         def record(head, metrics, cfg=cfg, run_id=run_id, run_dir=run_dir, spec=spec):
-            row = {
-                "run_id": run_id if head == "softmax" else f"{run_id}+{head}",
-                "model": spec.get("label", cfg.model.name), "head": head,
-                "split": cfg.split.kind, "seed": cfg.split.seed,
-                "colour_space": cfg.preprocess.colour_space,
-                "image_size": cfg.preprocess.image_size, "epochs": cfg.train.epochs,
-                **flat_metrics(metrics),
-                "epochs_trained": metrics["epochs_trained"],
-                "train_seconds": metrics["train_seconds_last_session"],
-                "inference_ms_batched": metrics["inference_ms_batched"],
-                "hybrid_backend": metrics.get("hybrid_backend"),
-                "run_dir": str(run_dir), "finished_at": _now(),
-            }
-            append_row(csv_path, {k: v for k, v in row.items() if k in RESULT_COLUMNS},
-                       RESULT_COLUMNS)
+            run_spec = RunSpec(run_id, cfg, columns={"model": spec.get("label", cfg.model.name)})
+            row = _row(run_spec, metrics, run_dir, head,
+                       run_id if head == "softmax" else f"{run_id}+{head}",
+                       extra={"inference_ms_batched": metrics["inference_ms_batched"]})
+            append_row(csv_path, row, RESULT_COLUMNS)
             done.add(run_id)
             write_summary(output_dir, "Classification protocol (in-memory arrays)",
                           group_by=("model", "head", "split"),
