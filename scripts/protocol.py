@@ -11,6 +11,9 @@ Examples:
     python scripts/protocol.py --data-dir ../shared/data/all4 -o results/protocol \\
         --models efficientnetv2s_cbam,mobilenetv3large,resnet50 --splits 70:30 \\
         --seeds 42,43,44 --image-size 128 --epochs 30
+    python scripts/protocol.py --config runs/real/v2s/config.json -o results/placements \
+        --models efficientnetv2s_cbam --cbam-placements stages,none,final,every_block \
+        --splits 70:30 --seeds 42
 """
 
 from __future__ import annotations
@@ -25,6 +28,41 @@ PAPER_MODELS = (
 )
 QUICK_MODELS = "mobilenetv3small"
 HEADINGS = {"70:30": "Table 2: 70:30 split", "60:40": "Table 3: 60:40 split"}
+
+
+def protocol_specs(base, models, splits, seeds, cbam_placements=None):
+    """One ``RunSpec`` per model (x CBAM placement) x split x seed, in that nesting order.
+
+    Run ids are ``<model>_<split>_s<seed>``; a CBAM placement other than ``base``'s makes the
+    model tag ``<model>-<placement>`` in the id and in the table's model column.
+
+    Raises:
+        ValueError: an invalid split kind or placement.
+    """
+    from all_tf.config import Config
+    from all_tf.evaluation.protocol import RunSpec, split_tag
+    from all_tf.models import CBAM_PLACEMENTS
+
+    unknown = [p for p in cbam_placements or [] if p not in CBAM_PLACEMENTS]
+    if unknown:
+        raise ValueError(f"unknown CBAM placement(s) {unknown}; choose from {CBAM_PLACEMENTS}")
+    specs = []
+    for split in splits:
+        for model in models:
+            placements = (cbam_placements or [base.model.cbam_placement]) \
+                if model.endswith("_cbam") else [base.model.cbam_placement]
+            for placement in placements:
+                tag = model if placement == base.model.cbam_placement else f"{model}-{placement}"
+                for seed in seeds:
+                    cfg = Config.from_dict(base.to_dict())
+                    cfg.model.name = model
+                    cfg.model.cbam_placement = placement
+                    cfg.split.seed = seed
+                    cfg.split.kind = split
+                    cfg = Config.from_dict(cfg.to_dict())
+                    columns = {"model": tag} if tag != model else {}
+                    specs.append(RunSpec(f"{tag}_{split_tag(split)}_s{seed}", cfg, columns))
+    return specs
 
 
 @click.command()
@@ -54,6 +92,13 @@ HEADINGS = {"70:30": "Table 2: 70:30 split", "60:40": "Table 3: 60:40 split"}
     "42,43,44; with --quick: 42].",
 )
 @click.option(
+    "--cbam-placements",
+    callback=csv_list(),
+    help="Comma-separated CBAM placements to compare (stages, every_block, final, none) for "
+    "the *_cbam models [default: the config's placement only]. A placement other than the "
+    "config's gets its own run id and table row, e.g. efficientnetv2s_cbam-final.",
+)
+@click.option(
     "--hybrid/--no-hybrid",
     default=True,
     show_default=True,
@@ -78,12 +123,12 @@ def main(
     models,
     splits,
     seeds,
+    cbam_placements,
     hybrid,
     hybrid_backend,
 ):
     """Run the classification protocol and write its results tables."""
-    from all_tf.config import Config
-    from all_tf.evaluation.protocol import RunSpec, run_specs, split_tag, write_summary
+    from all_tf.evaluation.protocol import run_specs, write_summary
 
     base = base_config(
         quick, config_file, data_dir, image_size, epochs, batch_size, mixed_precision
@@ -91,19 +136,10 @@ def main(
     output_dir = output_dir or Path("results/protocol_quick" if quick else "results/protocol")
     models = models or (QUICK_MODELS if quick else PAPER_MODELS).split(",")
     seeds = seeds or ([42] if quick else [42, 43, 44])
-    specs = []
-    for split in splits:
-        for model in models:
-            for seed in seeds:
-                cfg = Config.from_dict(base.to_dict())
-                cfg.model.name = model
-                cfg.split.seed = seed
-                try:
-                    cfg.split.kind = split
-                    cfg = Config.from_dict(cfg.to_dict())
-                except ValueError as e:
-                    fail(e)
-                specs.append(RunSpec(f"{model}_{split_tag(split)}_s{seed}", cfg))
+    try:
+        specs = protocol_specs(base, models, splits, seeds, cbam_placements)
+    except ValueError as e:
+        fail(e)
     try:
         from all_tf.models import MODEL_NAMES
 

@@ -19,13 +19,17 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 pytestmark = pytest.mark.slow
 
 
-def _script(name):
+def _module(name):
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def _script(name):
+    return _module(name).main
 
 
 def invoke(name, *args, ok=True):
@@ -160,6 +164,27 @@ def test_colour_spaces_quick(tmp_path):
     assert "Time per image" in md and "| hed |" in md
     result = invoke("colour_spaces", "--quick", "--spaces", "hed", "-o", out)
     assert result.output.count("skip ") == 1
+
+
+def test_protocol_cbam_placements_get_their_own_runs_and_rows():
+    from all_tf.config import Config
+
+    base = Config.preset("paper")
+    specs = _module("protocol").protocol_specs(
+        base, ["efficientnetv2s_cbam", "mobilenetv3small"], ["70:30"], [42, 43],
+        ["stages", "every_block"])
+    assert [s.run_id for s in specs] == [
+        "efficientnetv2s_cbam_70-30_s42", "efficientnetv2s_cbam_70-30_s43",
+        "efficientnetv2s_cbam-every_block_70-30_s42", "efficientnetv2s_cbam-every_block_70-30_s43",
+        "mobilenetv3small_70-30_s42", "mobilenetv3small_70-30_s43"]
+    assert [s.cfg.model.cbam_placement for s in specs[:4]] == ["stages"] * 2 + ["every_block"] * 2
+    assert specs[0].columns == {} and specs[2].columns == {"model": "efficientnetv2s_cbam-every_block"}
+    assert base.model.cbam_placement == "stages"  # the base config is not changed
+
+
+def test_protocol_unknown_cbam_placement_is_a_clear_error(tmp_path):
+    result = invoke("protocol", "--quick", "--cbam-placements", "everywhere", "-o", tmp_path, ok=False)
+    assert result.exit_code != 0 and "everywhere" in result.output
 
 
 def test_scripts_help():
