@@ -44,6 +44,9 @@ def base_config(
 
     if config_file is not None:
         cfg = Config.load(config_file)
+        # A run's config holds the Reinhard target fitted on *its* training part; every run
+        # of a script fits its own, so another seed's test images never shape it.
+        cfg.preprocess.reinhard_target = None
     else:
         cfg = Config.preset("quick" if quick else "paper")
         if quick:

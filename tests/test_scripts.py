@@ -182,6 +182,21 @@ def test_protocol_cbam_placements_get_their_own_runs_and_rows():
     assert base.model.cbam_placement == "stages"  # the base config is not changed
 
 
+def test_config_file_reinhard_target_is_refitted_per_run(tmp_path):
+    from all_tf.config import Config
+
+    cfg = Config.preset("paper")
+    cfg.data_dir = str(tmp_path)
+    cfg.preprocess.reinhard_target = {"mean": [200.0, 130.0, 118.0], "std": [40.0, 10.0, 14.0]}
+    cfg.save(tmp_path / "config.json")
+    _module("protocol")  # puts scripts/ on sys.path
+    from _common import base_config
+
+    base = base_config(False, tmp_path / "config.json", None, None, None, None, None)
+    assert base.preprocess.reinhard and base.preprocess.reinhard_target is None
+    assert base.data_dir == str(tmp_path)
+
+
 def test_protocol_unknown_cbam_placement_is_a_clear_error(tmp_path):
     result = invoke("protocol", "--quick", "--cbam-placements", "everywhere", "-o", tmp_path, ok=False)
     assert result.exit_code != 0 and "everywhere" in result.output
