@@ -40,6 +40,9 @@ class PreprocessConfig:
     # Reinhard target in OpenCV 8-bit LAB units: {"mean": [L, a, b], "std": [L, a, b]}.
     # None means "fit from the training set" at train time; stored fitted in the run config.
     reinhard_target: dict | None = None
+    # Fill the bottom-right scale-bar label box with the median colour (after resizing) so the
+    # model cannot learn the label; see all_tf.preprocessing.label_corner. Image mode only.
+    mask_label_corner: bool = False
     input_mode: str = "image"  # "image": whole field; "crops": nucleus crops, averaged per image
     crop_margin: int = 8  # pixels added around each nucleus box
     max_crops: int = 8  # at most this many crops per image (largest nuclei first)
@@ -49,6 +52,8 @@ class PreprocessConfig:
             raise ValueError(f"colour_space must be one of {COLOUR_SPACES}, got {self.colour_space!r}")
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.mask_label_corner and self.input_mode != "image":
+            raise ValueError("mask_label_corner works on whole fields (input_mode 'image') only")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 px, got {self.image_size}")
 

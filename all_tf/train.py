@@ -39,6 +39,7 @@ OVERRIDES = {
     "image_size": ("preprocess", "image_size"),
     "colour_space": ("preprocess", "colour_space"),
     "input_mode": ("preprocess", "input_mode"),
+    "mask_label_corner": ("preprocess", "mask_label_corner"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "learning_rate": ("train", "learning_rate"),
@@ -61,6 +62,7 @@ def resolve_config(preset: str | None, config_file: Path | None, data_dir: Path 
     """Preset (or config file), then the options given on the command line."""
     if config_file is not None:
         cfg = Config.load(config_file)
+        cfg.preprocess.reinhard_target = None  # refitted on this run's training part
     else:
         cfg = Config.preset(preset or ("quick" if data_dir is None else "paper"))
     cfg.data_dir = str(data_dir or cfg.data_dir or SAMPLE_ALL4_DIR)
@@ -100,6 +102,9 @@ def _model_choices():
 @click.option("--colour-space", type=click.Choice(COLOUR_SPACES))
 @click.option("--input-mode", type=click.Choice(INPUT_MODES),
               help="'image': whole field; 'crops': nucleus crops, probabilities averaged per image.")
+@click.option("--mask-label-corner/--no-mask-label-corner", default=None,
+              help="Hide the burned-in scale-bar label (bottom-right box) by filling it with "
+              "the median colour, in training and in every exported or served model.")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", "--lr", type=float, help="Peak learning rate of the cosine schedule.")

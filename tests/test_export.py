@@ -116,6 +116,16 @@ def test_graph_preprocessing_matches_opencv_pipeline(sample_images, space):
     assert diffs.max() <= PARITY_TOLERANCE[space], (space, diffs.max(), diffs.mean())
 
 
+def test_graph_label_corner_mask_is_bit_exact(sample_images):
+    from all_tf.export.graph_preprocessing import preprocess_graph
+
+    cfg = PreprocessConfig(image_size=128, mask_label_corner=True,
+                           reinhard_target=fit_reinhard_target(sample_images[::2]))
+    fn = tf.function(lambda x: preprocess_graph(x, cfg))
+    for im in sample_images[::4]:
+        np.testing.assert_array_equal(fn(tf.constant(im)).numpy(), preprocess_image(im, cfg))
+
+
 def test_graph_preprocessing_with_resizing(sample_images):
     """Resizing is not bit-exact (cv2 uses fixed-point weights): measured bounds."""
     from all_tf.export.graph_preprocessing import preprocess_graph, resize_uint8

@@ -37,7 +37,7 @@ def lab_mean_std(rgb):
 
 @pytest.mark.parametrize(
     "module",
-    ["intensity", "reinhard", "colour_spaces", "pipeline", "augmentation"],
+    ["intensity", "reinhard", "colour_spaces", "pipeline", "augmentation", "label_corner"],
 )
 def test_docstring_examples(module):
     mod = importlib.import_module(f"all_tf.preprocessing.{module}")
@@ -170,6 +170,36 @@ def test_preprocess_image_steps():
     )
     lab = cv2.cvtColor((normed * 255).round().astype(np.uint8), cv2.COLOR_RGB2LAB)
     np.testing.assert_allclose(lab.reshape(-1, 3).mean(0), target["mean"], atol=2.0)
+
+
+def test_mask_label_corner_fills_the_box_with_the_median_of_the_rest():
+    from all_tf.preprocessing.label_corner import label_box_mask, mask_label_corner
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    out = mask_label_corner(rgb)
+    inside = label_box_mask(rgb.shape)
+    # the box is rows 34-39 (0.85 * 40) and columns 39-49 (0.78 * 50, rounded)
+    assert inside.sum() == 6 * 11 and inside[34:, 39:].all()
+    np.testing.assert_array_equal(out[~inside], rgb[~inside])
+    expected = np.floor(np.median(rgb[~inside].astype(float), axis=0))
+    assert (out[inside] == expected).all()
+    assert rgb[inside].std() > 0  # the input was not changed
+
+
+def test_preprocess_image_masks_the_label_corner_on_request():
+    from all_tf.preprocessing.label_corner import label_box_mask
+
+    rgb = smear_like(seed=3, size=64)
+    rgb[-20:, -30:] = (255, 0, 0)  # red "label" text in the corner
+    plain = PreprocessConfig(image_size=64, clahe=False, reinhard=False)
+    masked = PreprocessConfig(image_size=64, clahe=False, reinhard=False, mask_label_corner=True)
+    a, b = preprocess_image(rgb, plain), preprocess_image(rgb, masked)
+    inside = label_box_mask(a.shape)
+    np.testing.assert_array_equal(a[~inside], b[~inside])
+    assert a[inside][:, 0].max() == 1.0 and (b[inside] == b[inside][0]).all()
+    with pytest.raises(ValueError, match="mask_label_corner"):
+        PreprocessConfig(input_mode="crops", mask_label_corner=True)
 
 
 def test_preprocess_image_rejects_bad_input():

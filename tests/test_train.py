@@ -47,6 +47,21 @@ def test_help():
     assert "--cbam-placement" in result.output and "resume" in result.output
 
 
+def test_config_file_and_label_mask_option(tmp_path):
+    from all_tf.config import Config
+    from all_tf.train import resolve_config
+
+    cfg = Config.preset("paper")
+    cfg.preprocess.reinhard_target = {"mean": [200.0, 130.0, 118.0], "std": [40.0, 10.0, 14.0]}
+    cfg.save(tmp_path / "config.json")
+    got = resolve_config(None, tmp_path / "config.json", tmp_path,
+                         {"mask_label_corner": True, "seed": 7})
+    assert got.preprocess.mask_label_corner and got.split.seed == 7
+    assert got.preprocess.reinhard_target is None  # refitted on the new run's training part
+    result = invoke("--input-mode", "crops", "--mask-label-corner", "-o", tmp_path / "r")
+    assert result.exit_code == 2 and "mask_label_corner" in result.output
+
+
 def test_unknown_model_is_a_usage_error(tiny_data, tmp_path):
     result = invoke("--data-dir", tiny_data, "--model", "alexnet", "-o", tmp_path / "r")
     assert result.exit_code == 2

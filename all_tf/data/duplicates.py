@@ -52,11 +52,11 @@ import numpy as np
 
 from all_tf.data.scan import Record, file_number
 from all_tf.io import ImageReadError, atomic_write_text, read_image
+from all_tf.preprocessing.label_corner import LABEL_BOX
 
 THUMB_SIZE = 112  # px; thumbnails for the alignment check
 # The all4 images carry a burned-in scale-bar label whose position is fixed (bottom right):
 # masked so that two different fields do not correlate through their identical labels.
-LABEL_BOX = (0.85, 0.78, 1.0, 1.0)  # (y0, x0, y1, x1) as fractions of the height and width
 _VERSION = 3  # bump when the search changes, to invalidate cached reports
 
 

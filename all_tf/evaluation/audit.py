@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from all_tf import CLASS_NAMES
+from all_tf.preprocessing.label_corner import label_box_slices, mask_label_corner
 
 HIST_BINS = 32
 FEATURE_SETS = {
@@ -32,26 +33,6 @@ FEATURE_SETS = {
     "colour_corner_masked": "RGB histograms, label corner masked",
     "corner_only": "RGB histograms of the label corner only",
 }
-
-
-def label_box_pixels(shape, box=None) -> tuple[slice, slice]:
-    """Row and column slices of the scale-bar label box (fractions (y0, x0, y1, x1))."""
-    from all_tf.data.duplicates import LABEL_BOX
-
-    y0, x0, y1, x1 = box or LABEL_BOX
-    h, w = shape[:2]
-    return slice(int(round(y0 * h)), int(round(y1 * h))), slice(int(round(x0 * w)),
-                                                                 int(round(x1 * w)))
-
-
-def mask_label_corner(rgb: np.ndarray, box=None) -> np.ndarray:
-    """A copy of ``rgb`` with the label box filled by the median colour of the rest."""
-    rows, cols = label_box_pixels(rgb.shape, box)
-    keep = np.ones(rgb.shape[:2], bool)
-    keep[rows, cols] = False
-    out = rgb.copy()
-    out[rows, cols] = np.median(rgb[keep], axis=0).astype(rgb.dtype)
-    return out
 
 
 def rgb_histogram(rgb: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
@@ -67,7 +48,7 @@ def image_features(rgb: np.ndarray, target: dict, bins: int = HIST_BINS) -> dict
     """The histogram feature vector of each ``FEATURE_SETS`` entry for one image."""
     from all_tf.preprocessing import reinhard_normalize
 
-    rows, cols = label_box_pixels(rgb.shape)
+    rows, cols = label_box_slices(rgb.shape)
     return {
         "colour": rgb_histogram(rgb, bins),
         "colour_reinhard": rgb_histogram(reinhard_normalize(rgb, target), bins),
@@ -167,6 +148,9 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
     if cfg.preprocess.reinhard:
         notes.append("the model's preprocessing already applies Reinhard normalisation to its "
                      "training target, so the Reinhard check is expected to change little")
+    if cfg.preprocess.mask_label_corner:
+        notes.append("the model was trained with the label corner masked "
+                     "(preprocess.mask_label_corner), so the label check should change nothing")
     transforms = {
         "original": lambda im: im,
         "label_masked": mask_label_corner,

@@ -17,6 +17,7 @@ pixels as the trained one:
 * Colour spaces: ``rgb`` exact; ``hsv`` follows OpenCV's float formula; ``lab`` uses the exact
   CIE formulas (OpenCV's float path interpolates a 33^3 table, so it differs slightly);
   ``hed`` follows ``skimage.color.rgb2hed``.
+* Label corner: the same median fill, bit-exact.
 * Resize: ``tf.image.resize`` (``area`` when shrinking both sides, else ``bilinear``), rounded
   to uint8 -- not bit-exact with ``cv2.resize`` (fixed-point weights), off by at most a few
   levels. The shipped data are already at model size, where resizing is the identity.
@@ -43,6 +44,7 @@ import tensorflow as tf
 
 from all_tf.config import PreprocessConfig
 from all_tf.preprocessing.colour_spaces import COLOUR_SPACE_RANGES
+from all_tf.preprocessing.label_corner import label_box_mask
 from all_tf.preprocessing.reinhard import _MIN_STD, check_target
 
 _F32 = np.float32
@@ -327,6 +329,17 @@ def resize_uint8(rgb: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(out, [size, size, 3])
 
 
+def mask_label_corner_graph(rgb: tf.Tensor) -> tf.Tensor:
+    """In-graph :func:`all_tf.preprocessing.label_corner.mask_label_corner` for uint8
+    (S, S, 3) with a static S; bit-exact (integer median, a half rounds down)."""
+    inside = label_box_mask(tuple(rgb.shape))
+    outside = tf.cast(tf.boolean_mask(rgb, tf.constant(~inside)), tf.int32)  # (n, 3)
+    ranked = tf.sort(outside, axis=0)
+    n = int((~inside).sum())
+    median = ranked[n // 2] if n % 2 else (ranked[n // 2 - 1] + ranked[n // 2]) // 2
+    return tf.where(tf.constant(inside)[..., None], tf.cast(median, rgb.dtype), rgb)
+
+
 def preprocess_graph(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
     """In-graph :func:`all_tf.preprocessing.preprocess_image` for one image.
 
@@ -339,6 +352,8 @@ def preprocess_graph(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
     """
     size = int(cfg.image_size)
     x = resize_uint8(rgb, size)
+    if cfg.mask_label_corner:
+        x = mask_label_corner_graph(x)
     use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
     if cfg.clahe or use_reinhard:
         lab = rgb_to_lab8(x)

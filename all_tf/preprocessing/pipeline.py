@@ -18,6 +18,7 @@ import numpy as np
 from all_tf.config import PreprocessConfig
 from all_tf.preprocessing.colour_spaces import to_colour_space
 from all_tf.preprocessing.intensity import check_rgb_uint8, clahe_lab_inplace, scale_to_unit
+from all_tf.preprocessing.label_corner import mask_label_corner
 from all_tf.preprocessing.reinhard import check_target, reinhard_lab
 
 
@@ -36,7 +37,8 @@ def resize_to(rgb: np.ndarray, size: int) -> np.ndarray:
 def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """RGB uint8 image -> model input.
 
-    Steps: resize to ``cfg.image_size``; CLAHE on LAB lightness if ``cfg.clahe``
+    Steps: resize to ``cfg.image_size``; the label corner filled with the median colour if
+    ``cfg.mask_label_corner``; CLAHE on LAB lightness if ``cfg.clahe``
     (``clahe_clip_limit``, ``clahe_tile_grid``); Reinhard to ``cfg.reinhard_target`` if
     ``cfg.reinhard`` and a target is set (skipped when the target is None); conversion to
     ``cfg.colour_space`` with fixed ranges (see :mod:`all_tf.preprocessing.colour_spaces`).
@@ -54,6 +56,8 @@ def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """
     check_rgb_uint8(rgb, "preprocess_image input")
     rgb = resize_to(rgb, cfg.image_size)
+    if cfg.mask_label_corner:
+        rgb = mask_label_corner(rgb)
     use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
     if cfg.clahe or use_reinhard:
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)

@@ -48,7 +48,7 @@ def fit_reinhard_target(
     Args:
         images: RGB uint8 (H, W, 3) arrays, e.g. the training images.
         cfg: when given, each image first gets the steps that precede Reinhard in
-            :func:`all_tf.preprocessing.preprocess_image` (resize, CLAHE if ``cfg.clahe``),
+            :func:`all_tf.preprocessing.preprocess_image` (resize, label mask, CLAHE),
             so the target describes images at the stage where they are normalised.
 
     Returns:
@@ -64,6 +64,10 @@ def fit_reinhard_target(
             from all_tf.preprocessing.pipeline import resize_to
 
             rgb = resize_to(rgb, cfg.image_size)
+            if cfg.mask_label_corner:
+                from all_tf.preprocessing.label_corner import mask_label_corner
+
+                rgb = mask_label_corner(rgb)
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
         if cfg is not None and cfg.clahe:
             from all_tf.preprocessing.intensity import clahe_lab_inplace
