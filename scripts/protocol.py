@@ -105,6 +105,12 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
     help="Also score a boosted-trees head on each run's pooled features.",
 )
 @click.option(
+    "--label-check/--no-label-check",
+    default=True,
+    show_default=True,
+    help="Also score each run with the burned-in label corner of its test images hidden.",
+)
+@click.option(
     "--hybrid-backend",
     type=click.Choice(["auto", "xgboost", "sklearn"]),
     default="auto",
@@ -125,6 +131,7 @@ def main(
     seeds,
     cbam_placements,
     hybrid,
+    label_check,
     hybrid_backend,
 ):
     """Run the classification protocol and write its results tables."""
@@ -151,6 +158,7 @@ def main(
             output_dir,
             hybrid=hybrid,
             hybrid_backend=hybrid_backend,
+            label_check=label_check,
             verbose=min(verbose, 2),
             echo=click.echo,
         )

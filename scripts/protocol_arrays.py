@@ -190,6 +190,7 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
     import keras
     import numpy as np
 
+    from all_tf.config import Config
     from all_tf.evaluation import compute_metrics
     from all_tf.evaluation.hybrid import feature_model, fit_booster, predict_proba_full
     from all_tf.io import atomic_write_text
@@ -250,10 +251,24 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
               "backend": keras.backend.backend()}
     metrics = compute_metrics(y_te, probs, threshold=cfg.uncertainty_threshold)
     metrics.update(common)
+    if not cfg.preprocess.mask_label_corner:
+        # The same test images with the burned-in label corner hidden: how much the model
+        # reads the label (saved beside metrics.json, in the row's label_masked_* columns).
+        masked = Config.from_dict(cfg.to_dict())
+        masked.preprocess.mask_label_corner = True
+        x_mask, _ = to_arrays(split.test, images, masked, workers)
+        lm = compute_metrics(y_te, predict_padded(model, x_mask, batch),
+                             threshold=cfg.uncertainty_threshold)
+        atomic_write_text(run_dir / "label_masked_metrics.json", json.dumps(lm, indent=2))
+        del x_mask
+    else:
+        lm = metrics
+    metrics["label_masked"] = {"accuracy": lm["accuracy"], "macro_f1": lm["macro_f1"]}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     np.save(run_dir / "test_probabilities.npy", probs)
     echo(f"  test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} "
-         f"after {epochs_trained} epochs, {train_s:.0f} s")
+         f"after {epochs_trained} epochs, {train_s:.0f} s; label corner hidden "
+         f"{lm['accuracy']:.4f}")
     record("softmax", metrics)
     if hybrid:
         fmodel = feature_model(model)
@@ -312,13 +327,14 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
     from all_tf.config import Config
     from all_tf.data import Split, make_split
     from all_tf.evaluation.protocol import (
-        RESULT_COLUMNS,
         RunSpec,
         _row,
+        append_result,
+        label_masked_columns,
         split_tag,
         write_summary,
     )
-    from all_tf.evaluation.results_csv import append_row, completed_keys
+    from all_tf.evaluation.results_csv import completed_keys
     from all_tf.training.run import RunError, load_records
 
     if quick:
@@ -389,8 +405,9 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
             run_spec = RunSpec(run_id, cfg, columns={"model": spec.get("label", cfg.model.name)})
             row = _row(run_spec, metrics, run_dir, head,
                        run_id if head == "softmax" else f"{run_id}+{head}",
-                       extra={"inference_ms_batched": metrics["inference_ms_batched"]})
-            append_row(csv_path, row, RESULT_COLUMNS)
+                       extra={"inference_ms_batched": metrics["inference_ms_batched"],
+                              **label_masked_columns(metrics.get("label_masked"))})
+            append_result(csv_path, row)
             done.add(run_id)
             write_summary(output_dir, "Classification protocol (in-memory arrays)",
                           group_by=("model", "head", "split"),

@@ -111,3 +111,16 @@ def test_read_rows_of_protocol_csv_are_complete(fake_train, tmp_path):
     (row,) = read_rows(tmp_path / "results.csv")
     assert row["model"] == "efficientnetv2b0_cbam" and row["split"] == "70:30"
     assert row["Pro_recall"] != "" and row["head"] == "softmax"
+
+
+def test_a_csv_begun_before_a_column_existed_keeps_its_header(fake_train, tmp_path):
+    from all_tf.evaluation.protocol import RESULT_COLUMNS, append_result
+
+    old_header = [c for c in RESULT_COLUMNS if not c.startswith("label_masked")]
+    (tmp_path / "results.csv").write_text(",".join(old_header) + "\n")
+    append_result(tmp_path / "results.csv", {"run_id": "a", "accuracy": 0.5,
+                                             "label_masked_accuracy": 0.4})
+    (row,) = read_rows(tmp_path / "results.csv")
+    assert row["run_id"] == "a" and "label_masked_accuracy" not in row
+    append_result(tmp_path / "new.csv", {"run_id": "b", "label_masked_accuracy": 0.4})
+    assert read_rows(tmp_path / "new.csv")[0]["label_masked_accuracy"] == "0.4"

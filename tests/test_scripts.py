@@ -62,9 +62,15 @@ def test_protocol_quick_writes_runs_rows_and_tables(protocol_dir):
         assert r["head"] in ("softmax", "gbt")
     run_dir = protocol_dir / "runs" / "mobilenetv3small_70-30_s42"
     for name in ("config.json", "split.json", "history.csv", "metrics.json",
-                 "hybrid_metrics.json", "checkpoints/best.keras"):
+                 "hybrid_metrics.json", "label_masked_metrics.json", "checkpoints/best.keras"):
         assert (run_dir / name).is_file(), name
+    # the label-corner check: a softmax-row column, scored on the same 16 test images
+    assert 0.0 <= float(rows[0]["label_masked_accuracy"]) <= 1.0
+    assert rows[1]["label_masked_accuracy"] == ""
+    masked = json.loads((run_dir / "label_masked_metrics.json").read_text())
+    assert masked["n"] == int(rows[0]["n"])
     md = (protocol_dir / "summary.md").read_text()
+    assert "acc. label hidden" in md
     assert "Table 2: 70:30 split" in md
     assert "| mobilenetv3small | gbt | 1 |" in md
     assert (protocol_dir / "summary.csv").read_text().startswith("model,head,split,n_runs")
@@ -219,6 +225,8 @@ def test_protocol_arrays_quick_trains_skips_finished_and_bundles(tmp_path):
     run_dir = out / "runs" / "mobilenetv3small_32_70-30_s0"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_trained"] == 2 and metrics["n_train"] == 28
+    assert 0.0 <= metrics["label_masked"]["accuracy"] <= 1.0
+    assert float(rows[0]["label_masked_accuracy"]) == metrics["label_masked"]["accuracy"]
     assert (out / "summary.md").read_text().count("mobilenetv3small") == 2
     with tarfile.open(bundle) as tar:
         assert "arrays/results.csv" in tar.getnames()

@@ -21,7 +21,7 @@ from pathlib import Path
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
 from all_tf.evaluation.metrics import flat_metrics
-from all_tf.evaluation.results_csv import append_row, completed_keys, read_rows
+from all_tf.evaluation.results_csv import append_row, completed_keys, read_header, read_rows
 from all_tf.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = [
     "run_id", "model", "head", "split", "seed", "colour_space", "image_size", "epochs",
     "accuracy", "macro_precision", "macro_recall", "macro_specificity", "macro_f1", "macro_auc",
-    "coverage", "confident_accuracy", "n",
+    "coverage", "confident_accuracy", "n", "label_masked_accuracy", "label_masked_f1",
     *[f"{c}_{m}" for c in CLASS_NAMES for m in ("precision", "recall", "specificity", "f1", "auc")],
     "epochs_trained", "train_seconds", "preprocess_ms", "inference_ms_batch1",
     "inference_ms_batched", "hybrid_backend", "run_dir", "finished_at",
@@ -83,6 +83,56 @@ def _row(spec: RunSpec, metrics: dict, run_dir: Path, head: str, run_id: str,
     return {k: v for k, v in row.items() if k in RESULT_COLUMNS}
 
 
+def append_result(csv_path: Path, row: dict) -> None:
+    """Append a results row; a CSV begun before a column existed keeps its header, and the
+    row's cells for such new columns are dropped (finished rows are never rewritten)."""
+    header = read_header(csv_path)
+    if header is not None:
+        dropped = [k for k in row if k not in header]
+        if dropped:
+            log.warning("%s predates column(s) %s; not recorded there", csv_path, dropped)
+        row = {k: v for k, v in row.items() if k in header}
+    append_row(csv_path, row, RESULT_COLUMNS)
+
+
+def label_masked_columns(metrics: dict | None) -> dict:
+    """CSV columns of :func:`label_masked_metrics` (empty cells when there is none)."""
+    metrics = metrics or {}
+    return {"label_masked_accuracy": metrics.get("accuracy"),
+            "label_masked_f1": metrics.get("macro_f1")}
+
+
+def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None) -> dict | None:
+    """Test metrics of a finished run with the label corner of every test image hidden.
+
+    The run's own preprocessing with ``mask_label_corner`` switched on, so the drop from the
+    plain test accuracy measures how much the model reads the burned-in label. A run trained
+    with the mask returns its own test metrics; crop mode returns None. Cached in
+    ``label_masked_metrics.json``.
+    """
+    from all_tf.evaluation.metrics import compute_metrics
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+    from all_tf.training.run import predict_split
+
+    run_dir = Path(run_dir)
+    cached = run_dir / "label_masked_metrics.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    cfg = load_config(run_dir)
+    if cfg.preprocess.input_mode != "image":
+        return None
+    if cfg.preprocess.mask_label_corner:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    else:
+        split = load_split(run_dir, cfg.data_dir)
+        model = load_model(run_dir)
+        cfg.preprocess.mask_label_corner = True
+        y_true, probs = predict_split(model, split.test, cfg, batch_size or cfg.train.batch_size)
+        metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
+    atomic_write_text(cached, json.dumps(metrics, indent=2))
+    return metrics
+
+
 def _clear_keras():
     try:
         import keras
@@ -98,6 +148,7 @@ def run_specs(
     *,
     hybrid: bool = False,
     hybrid_backend: str = "auto",
+    label_check: bool = False,
     after_run: Callable[[RunSpec, Path], dict] | None = None,
     verbose: int = 1,
     echo: Callable[[str], None] = print,
@@ -108,6 +159,8 @@ def run_specs(
         specs: the runs, in order.
         out_dir: protocol directory; runs go to ``out_dir/runs/<run_id>``.
         hybrid: also fit the boosted-trees head on each run's features (row ``<id>+gbt``).
+        label_check: also score each run with the label corner hidden
+            (:func:`label_masked_metrics`, columns ``label_masked_*`` of its softmax row).
         after_run: optional ``(spec, run_dir) -> extra columns`` (e.g. timings), called once
             per finished run before its row is written; it should cache its result in the
             run directory, since a lost row makes it run again.
@@ -140,13 +193,13 @@ def run_specs(
                 echo(f"train {spec.run_id} -> {run_dir}")
             metrics = training.train_run(spec.cfg, run_dir, verbose=verbose)
             extra = after_run(spec, run_dir) if after_run else {}
-            append_row(csv_path, _row(spec, metrics, run_dir, "softmax", spec.run_id, extra),
-                       RESULT_COLUMNS)
+            if label_check:
+                extra = {**label_masked_columns(label_masked_metrics(run_dir)), **extra}
+            append_result(csv_path, _row(spec, metrics, run_dir, "softmax", spec.run_id, extra))
             done.add(spec.run_id)
         if hybrid and f"{spec.run_id}+gbt" not in done:
             metrics = hybrid_metrics(run_dir, backend=hybrid_backend, seed=spec.cfg.split.seed)
-            append_row(csv_path, _row(spec, metrics, run_dir, "gbt", f"{spec.run_id}+gbt"),
-                       RESULT_COLUMNS)
+            append_result(csv_path, _row(spec, metrics, run_dir, "gbt", f"{spec.run_id}+gbt"))
             done.add(f"{spec.run_id}+gbt")
         _clear_keras()
     return read_rows(csv_path)
@@ -186,7 +239,8 @@ def summarise(rows: list[dict], group_by=("model", "head", "split"),
     """
     import numpy as np
 
-    metrics = metrics or [k for k, _ in TABLE_METRICS] + ["coverage", "confident_accuracy"]
+    metrics = metrics or [k for k, _ in TABLE_METRICS] + ["coverage", "confident_accuracy",
+                                                          "label_masked_accuracy"]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k, "") for k in group_by), []).append(row)
@@ -222,7 +276,7 @@ def summary_markdown(summary: list[dict], title: str, by: str = "split",
     if intro:
         lines += [intro, ""]
     header = [*label_keys, "runs", *(name for _, name in TABLE_METRICS), "coverage",
-              "acc. on confident"]
+              "acc. on confident", "acc. label hidden"]
     for value in dict.fromkeys(s[by] for s in summary):
         heading = (headings or {}).get(value, f"{by} {value}")
         lines += [f"## {heading}", "", "| " + " | ".join(header) + " |",
@@ -231,12 +285,14 @@ def summary_markdown(summary: list[dict], title: str, by: str = "split",
             cells = [str(s[k]) for k in label_keys] + [str(s["n_runs"])]
             cells += [_pm(s[f"{k}_mean"], s[f"{k}_sd"]) for k, _ in TABLE_METRICS]
             cells += [_pm(s["coverage_mean"], s["coverage_sd"]),
-                      _pm(s["confident_accuracy_mean"], s["confident_accuracy_sd"])]
+                      _pm(s["confident_accuracy_mean"], s["confident_accuracy_sd"]),
+                      _pm(s.get("label_masked_accuracy_mean"), s.get("label_masked_accuracy_sd"))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Metrics in %, mean ± sample sd over seeds (no sd with one run); macro "
                  "averages over the four classes; coverage = share of test images with "
-                 "confidence >= the uncertainty threshold.")
+                 "confidence >= the uncertainty threshold; acc. label hidden = accuracy with "
+                 "the burned-in label corner of every test image masked (softmax head).")
     return "\n".join(lines) + "\n"
 
 
