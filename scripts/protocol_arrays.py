@@ -326,11 +326,11 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
     deadline = start + time_budget if time_budget else None
     from all_tf.config import Config
     from all_tf.data import Split, make_split
+    from all_tf.evaluation.label_check import label_masked_columns
     from all_tf.evaluation.protocol import (
         RunSpec,
         _row,
         append_result,
-        label_masked_columns,
         split_tag,
         write_summary,
     )

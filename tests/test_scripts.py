@@ -154,6 +154,9 @@ def test_audit_quick_with_model_checks(protocol_dir, tmp_path):
     assert set(result["colour_baselines"]) >= {"colour", "colour_reinhard", "corner_only"}
     for key in ("original", "label_masked", "reinhard_one_target"):
         assert 0.0 <= result["model_checks"][key]["accuracy"] <= 1.0
+    # one label check: the audit reports the protocol's cached number for this run
+    protocol_check = json.loads((run / "label_masked_metrics.json").read_text())
+    assert result["model_checks"]["label_masked"] == protocol_check
     md = (out / "audit.md").read_text()
     assert "## Duplicates" in md and "label corner masked" in md
     assert "up to date" in invoke("audit", "--quick", "--run-dir", run, "-o", out).output

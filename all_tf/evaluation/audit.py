@@ -123,8 +123,11 @@ def colour_baselines(split, target: dict | None = None, seed: int = 0,
 def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int = 32) -> dict:
     """Test metrics of a trained run on original, label-masked and Reinhard-normalised images.
 
-    The transformed test images are written losslessly (PNG) to a temporary folder and go
-    through the run's own evaluation pipeline, so preprocessing is exactly the training one.
+    The label check is the protocol's (:func:`~all_tf.evaluation.label_check.label_masked_metrics`:
+    the run's preprocessing with the corner masked after resizing, cached in the run
+    directory). For the other two, the test images are written losslessly (PNG) to a
+    temporary folder and go through the run's own evaluation pipeline, so preprocessing is
+    exactly the training one.
 
     Returns:
         {"original"|"label_masked"|"reinhard_one_target": compute_metrics dict, "notes": [..]}.
@@ -132,6 +135,7 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
     import cv2
 
     from all_tf.data import Record
+    from all_tf.evaluation.label_check import label_masked_metrics
     from all_tf.evaluation.metrics import compute_metrics
     from all_tf.evaluation.runs import load_config, load_model, load_split
     from all_tf.preprocessing import fit_reinhard_target, reinhard_normalize
@@ -153,7 +157,6 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
                      "(preprocess.mask_label_corner), so the label check should change nothing")
     transforms = {
         "original": lambda im: im,
-        "label_masked": mask_label_corner,
         "reinhard_one_target": lambda im: reinhard_normalize(im, target),
     }
     images = _read_all(split.test)
@@ -169,6 +172,9 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
                 records.append(Record(path=path, label=r.label, group=path))
             y_true, probs = predict_split(model, records, cfg, batch_size)
             results[name] = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
+    masked = label_masked_metrics(run_dir, batch_size)
+    if masked is not None:
+        results["label_masked"] = masked
     return results
 
 
@@ -270,7 +276,9 @@ def audit_markdown(result: dict) -> str:
                   "| test images | accuracy % | macro F1 % | coverage % |", "|---|---|---|---|"]
         for key, label in (("original", "original"), ("label_masked", "label corner masked"),
                            ("reinhard_one_target", "Reinhard to one target")):
-            m = checks[key]
+            m = checks.get(key)
+            if m is None:  # crop mode has no label check
+                continue
             lines.append(f"| {label} | {_pct(m['accuracy'])} | {_pct(m['macro_f1'])} "
                          f"| {_pct(m['coverage'])} |")
         lines += [f"- {n}" for n in checks["notes"]]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
+from all_tf.evaluation.label_check import label_masked_columns, label_masked_metrics
 from all_tf.evaluation.metrics import flat_metrics
 from all_tf.evaluation.results_csv import append_row, completed_keys, read_header, read_rows
 from all_tf.io import atomic_write_text
@@ -93,44 +94,6 @@ def append_result(csv_path: Path, row: dict) -> None:
             log.warning("%s predates column(s) %s; not recorded there", csv_path, dropped)
         row = {k: v for k, v in row.items() if k in header}
     append_row(csv_path, row, RESULT_COLUMNS)
-
-
-def label_masked_columns(metrics: dict | None) -> dict:
-    """CSV columns of :func:`label_masked_metrics` (empty cells when there is none)."""
-    metrics = metrics or {}
-    return {"label_masked_accuracy": metrics.get("accuracy"),
-            "label_masked_f1": metrics.get("macro_f1")}
-
-
-def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None) -> dict | None:
-    """Test metrics of a finished run with the label corner of every test image hidden.
-
-    The run's own preprocessing with ``mask_label_corner`` switched on, so the drop from the
-    plain test accuracy measures how much the model reads the burned-in label. A run trained
-    with the mask returns its own test metrics; crop mode returns None. Cached in
-    ``label_masked_metrics.json``.
-    """
-    from all_tf.evaluation.metrics import compute_metrics
-    from all_tf.evaluation.runs import load_config, load_model, load_split
-    from all_tf.training.run import predict_split
-
-    run_dir = Path(run_dir)
-    cached = run_dir / "label_masked_metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    cfg = load_config(run_dir)
-    if cfg.preprocess.input_mode != "image":
-        return None
-    if cfg.preprocess.mask_label_corner:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    else:
-        split = load_split(run_dir, cfg.data_dir)
-        model = load_model(run_dir)
-        cfg.preprocess.mask_label_corner = True
-        y_true, probs = predict_split(model, split.test, cfg, batch_size or cfg.train.batch_size)
-        metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-    atomic_write_text(cached, json.dumps(metrics, indent=2))
-    return metrics
 
 
 def _clear_keras():
