@@ -21,6 +21,7 @@ COLOUR_SPACES = ("rgb", "hsv", "lab", "hed")
 INPUT_MODES = ("image", "crops")
 SPLIT_KINDS = ("70:30", "60:40", "kfold", "block")
 CBAM_PLACEMENTS = ("stages", "every_block", "final", "none")
+PRESETS = ("quick", "paper", "scratch")
 
 
 @dataclass
@@ -138,9 +139,24 @@ class Config:
 
     @classmethod
     def preset(cls, name: str) -> Config:
-        """``paper``: the preprint's settings; ``quick``: tiny, for the shipped sample and tests."""
+        """A named starting point (one of :data:`PRESETS`).
+
+        ``paper``: the preprint's settings (224 px, 100 epochs, lr 3e-4, focal loss after 5
+        cross-entropy epochs). ``scratch``: the recipe measured to train EfficientNetV2-S +
+        CBAM from random initialisation (batch 32, 60 epochs, peak lr 1e-3, cross-entropy
+        throughout, bf16; 98.6-99.1 % at 224 px on a GPU, 97.98 ± 0.38 % over 3 seeds at
+        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny, for the
+        shipped sample and tests.
+        """
         cfg = cls()
         if name == "paper":
+            return cfg
+        if name == "scratch":
+            cfg.train.batch_size = 32
+            cfg.train.epochs = 60
+            cfg.train.learning_rate = 1e-3
+            cfg.train.loss_warmup_epochs = 60
+            cfg.train.mixed_precision = True
             return cfg
         if name == "quick":
             cfg.preprocess.image_size = 96
@@ -152,7 +168,7 @@ class Config:
             cfg.train.loss_warmup_epochs = 2
             cfg.train.early_stopping_patience = 100
             return cfg
-        raise ValueError(f"unknown preset {name!r}; choose 'paper' or 'quick'")
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,12 @@ Examples:
         python -m all_tf.train --data-dir ../shared/data/all4 --preset paper \\
             --mixed-precision -o runs/v2s_cbam_7030_s42
 
+    The recipe that trains EfficientNetV2-S + CBAM from scratch, at 128 px on a CPU
+    (about 85 min on 2 cores)::
+
+        python -m all_tf.train --data-dir ../shared/data/all4 --preset scratch \\
+            --image-size 128 -o runs/v2s_cbam_128
+
     Rerunning the same command after an interruption resumes from the last finished epoch.
 """
 
@@ -25,6 +31,7 @@ from all_tf.config import (
     CBAM_PLACEMENTS,
     COLOUR_SPACES,
     INPUT_MODES,
+    PRESETS,
     SPLIT_KINDS,
     Config,
 )
@@ -89,8 +96,11 @@ def _model_choices():
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @data_dir_option()
 @output_dir_option()
-@click.option("--preset", type=click.Choice(["quick", "paper"]), default=None,
-              help="Starting settings. Default: quick without --data-dir, paper with it.")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="Starting settings: quick (tiny), paper (the preprint's), scratch (the "
+                   "recipe that trains EfficientNetV2-S + CBAM from scratch: batch 32, 60 "
+                   "epochs, lr 1e-3, cross-entropy, bf16). Default: quick without --data-dir, "
+                   "paper with it.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from a config.json (e.g. another run's) instead of a preset.")
 @click.option("--model", type=str, help="Model name (see all_tf.models.MODEL_NAMES).")
