@@ -203,7 +203,7 @@ def test_shipped_model_still_classifies_the_sample(model_file):
     """A guard against preprocessing changes that silently break the models in saved_models/.
 
     Each was trained with the preprocessing of its config.json; on the 48 sample images (13 of
-    them in its held-out test part) it scored 48/48 when shipped.
+    them in its held-out test part) it scored at least 47/48 when shipped.
     """
     from all_tf.predict import load_backend, predict_files
 
