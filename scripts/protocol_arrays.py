@@ -193,6 +193,7 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
     from all_tf.config import Config
     from all_tf.evaluation import compute_metrics
     from all_tf.evaluation.hybrid import feature_model, fit_booster, predict_proba_full
+    from all_tf.evaluation.label_check import CACHE_NAME as LABEL_CHECK_FILE
     from all_tf.io import atomic_write_text
     from all_tf.losses import LossScheduleCallback
     from all_tf.training.callbacks import HistoryCSV
@@ -259,7 +260,7 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
         x_mask, _ = to_arrays(split.test, images, masked, workers)
         lm = compute_metrics(y_te, predict_padded(model, x_mask, batch),
                              threshold=cfg.uncertainty_threshold)
-        atomic_write_text(run_dir / "label_masked_metrics.json", json.dumps(lm, indent=2))
+        atomic_write_text(run_dir / LABEL_CHECK_FILE, json.dumps(lm, indent=2))
         del x_mask
     else:
         lm = metrics

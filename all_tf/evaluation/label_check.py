@@ -23,12 +23,14 @@ from all_tf.io import atomic_write_text
 CACHE_NAME = "label_masked_metrics.json"
 
 
-def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None) -> dict | None:
+def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
+                         model=None) -> dict | None:
     """Test metrics of a finished run with the label corner of every test image hidden.
 
     Args:
         run_dir: a finished run directory (config.json, split.json, checkpoints).
         batch_size: evaluation batch size (default: the run's training batch size).
+        model: the run's model when the caller has it loaded already (default: load it).
 
     Returns:
         A ``compute_metrics`` dict (fractions in [0, 1]); the run's own test metrics when it
@@ -50,7 +52,7 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None) -> 
         metrics = json.loads((run_dir / "metrics.json").read_text())
     else:
         split = load_split(run_dir, cfg.data_dir)
-        model = load_model(run_dir)
+        model = model if model is not None else load_model(run_dir)
         cfg.preprocess.mask_label_corner = True
         y_true, probs = predict_split(model, split.test, cfg, batch_size or cfg.train.batch_size)
         metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
