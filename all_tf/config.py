@@ -19,7 +19,7 @@ from typing import Any
 
 COLOUR_SPACES = ("rgb", "hsv", "lab", "hed")
 INPUT_MODES = ("image", "crops")
-SPLIT_KINDS = ("70:30", "60:40", "kfold", "block")
+SPLIT_KINDS = ("70:30", "60:40", "kfold", "block", "contiguous")
 CBAM_PLACEMENTS = ("stages", "every_block", "final", "none")
 PRESETS = ("quick", "paper", "scratch")
 
@@ -113,13 +113,18 @@ class SplitConfig:
     kind: str = "70:30"
     seed: int = 42
     val_fraction: float = 0.15  # of the training part
-    fold: int = 0  # for kind == "kfold"
+    fold: int = 0  # test fold for kind "kfold" and "contiguous" (0..n_folds-1)
     n_folds: int = 5
     block_size: int = 36  # images per block for kind == "block" (about one patient)
+    # kind "contiguous": training and validation images closer than this many file numbers to
+    # a test (or, for training, validation) image of the same class are dropped
+    embargo: int = 37
 
     def __post_init__(self):
         if self.kind not in SPLIT_KINDS:
             raise ValueError(f"split kind must be one of {SPLIT_KINDS}, got {self.kind!r}")
+        if self.embargo < 0:
+            raise ValueError(f"embargo must be >= 0 file numbers, got {self.embargo}")
 
     @property
     def test_fraction(self) -> float:

@@ -61,6 +61,7 @@ OVERRIDES = {
     "seed": ("split", "seed"),
     "split": ("split", "kind"),
     "fold": ("split", "fold"),
+    "embargo": ("split", "embargo"),
 }
 
 
@@ -83,7 +84,8 @@ def resolve_config(preset: str | None, config_file: Path | None, data_dir: Path 
 
 
 def default_output_dir(cfg: Config) -> Path:
-    split = cfg.split.kind.replace(":", "") + (f"f{cfg.split.fold}" if cfg.split.kind == "kfold" else "")
+    folded = cfg.split.kind in ("kfold", "contiguous")
+    split = cfg.split.kind.replace(":", "") + (f"f{cfg.split.fold}" if folded else "")
     return Path("runs") / f"{cfg.model.name}_{cfg.preprocess.image_size}px_{split}_s{cfg.split.seed}"
 
 
@@ -125,7 +127,10 @@ def _model_choices():
 @click.option("--class-weights/--no-class-weights", default=None)
 @seed_option()
 @click.option("--split", type=click.Choice(SPLIT_KINDS), help="Group-aware split kind.")
-@click.option("--fold", type=int, help="Fold index for --split kfold (0-4).")
+@click.option("--fold", type=int, help="Test fold for --split kfold or contiguous (0-4).")
+@click.option("--embargo", type=int,
+              help="--split contiguous: drop training images within this many file numbers "
+                   "of a test or validation image (default 37).")
 @click.option("--mixed-precision/--no-mixed-precision", default=None,
               help="bf16 mixed precision (faster on CPUs with AVX512-BF16 and on GPUs).")
 @click.option("--deterministic/--no-deterministic", default=None, help="TF op determinism.")

@@ -8,8 +8,15 @@ Kinds (``SplitConfig.kind``):
 * ``"block"``: blocks of ``block_size`` consecutive file numbers per class are groups
   (neighbouring numbers come from the same slide, about one patient), merged with the
   duplicate groups; test = 30 % of every class, by whole blocks.
+* ``"contiguous"``: per class, images sorted by file number are cut into ``n_folds``
+  contiguous folds; fold ``fold`` is the test part. The validation part is a contiguous run of
+  ``val_fraction`` of what is left, at the end of the class's numbers farthest from the test
+  fold. Any other image of the same class within ``embargo`` file numbers of a test image, or
+  a training image within ``embargo`` of a validation image, is dropped (listed in
+  ``Split.excluded``). This is the split that predicts accuracy on a new acquisition batch:
+  neighbouring file numbers share a slide, stain and scale-bar style.
 
-In every kind the validation part is ``val_fraction`` of the training part, carved by whole
+In every other kind the validation part is ``val_fraction`` of the training part, carved by whole
 groups and stratified the same way. No group is ever on two sides. The same records and
 ``SplitConfig`` give the same split on any machine (the records are sorted first).
 
@@ -51,6 +58,7 @@ class Split:
         kind, seed: from the ``SplitConfig`` used.
         params: the whole ``SplitConfig`` as a dict.
         root: dataset root the paths were made relative to in the JSON file (or None).
+        excluded: records in no part (the embargo of a ``"contiguous"`` split).
     """
 
     train: list[Record]
@@ -60,6 +68,7 @@ class Split:
     seed: int = 42
     params: dict = field(default_factory=dict)
     root: str | None = None
+    excluded: list[Record] = field(default_factory=list)
 
     def parts(self) -> dict[str, list[Record]]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -123,6 +132,7 @@ class Split:
             "class_names": list(CLASS_NAMES),
             "counts": self.counts(),
             **{part: [entry(r) for r in records] for part, records in self.parts().items()},
+            "excluded": [entry(r) for r in self.excluded],
         }
         atomic_write_text(path, json.dumps(doc, indent=1))
 
@@ -159,7 +169,7 @@ class Split:
 
         parts = {part: [record(e) for e in doc[part]] for part in PARTS}
         split = cls(**parts, kind=doc["kind"], seed=doc["seed"], params=doc.get("params", {}),
-                    root=base)
+                    root=base, excluded=[record(e) for e in doc.get("excluded", [])])
         if check_files:
             missing = [r.path for recs in parts.values() for r in recs if not os.path.isfile(r.path)]
             if missing:
@@ -213,14 +223,87 @@ def stratified_group_take(labels: np.ndarray, groups: list[str], indices: list[i
     return [k for k in indices if k not in taken_set], sorted(taken)
 
 
+def sequence_numbers(records: list[Record]) -> list[int]:
+    """Capture-order number of each record: its file number, or for a file name without digits
+    its 1-based position among its class's paths sorted by name."""
+    rank: dict[int, dict[str, int]] = {}
+    for label in {r.label for r in records}:
+        names = sorted(r.path for r in records if r.label == label)
+        rank[label] = {p: k + 1 for k, p in enumerate(names)}
+    nums = []
+    for r in records:
+        num = file_number(r.path)
+        nums.append(rank[r.label][r.path] if num is None else num)
+    return nums
+
+
+def _near(nums: np.ndarray, labels: np.ndarray, candidates: list[int], anchors: list[int],
+          distance: int) -> set[int]:
+    """Candidates within ``distance`` file numbers of an anchor of the same class."""
+    near = set()
+    for label in np.unique(labels[anchors]) if anchors else []:
+        ref = np.sort(nums[[a for a in anchors if labels[a] == label]])
+        for k in candidates:
+            if labels[k] != label:
+                continue
+            pos = np.searchsorted(ref, nums[k])
+            gaps = [abs(int(ref[j]) - int(nums[k])) for j in (pos - 1, pos) if 0 <= j < len(ref)]
+            if min(gaps) <= distance:
+                near.add(k)
+    return near
+
+
+def _whole_groups(chosen: set[int], pool: set[int], groups: list[str]) -> set[int]:
+    """``chosen`` grown by every member of ``pool`` that shares a group with it."""
+    wanted = {groups[k] for k in chosen}
+    return chosen | {k for k in pool if groups[k] in wanted}
+
+
+def _contiguous_parts(records: list[Record], groups: list[str], cfg: SplitConfig
+                      ) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(train, val, test, excluded) indices of the ``"contiguous"`` split."""
+    if not 0 <= cfg.fold < cfg.n_folds:
+        raise ValueError(f"fold must be in 0..{cfg.n_folds - 1}, got {cfg.fold}")
+    nums = np.array(sequence_numbers(records))
+    labels = np.array([r.label for r in records])
+    everything = set(range(len(records)))
+    test: set[int] = set()
+    for label in np.unique(labels):
+        idx = sorted(np.flatnonzero(labels == label), key=lambda k: (nums[k], records[k].path))
+        if len(idx) < cfg.n_folds:
+            raise ValueError(f"class {CLASS_NAMES[label]} has {len(idx)} images, fewer than "
+                             f"{cfg.n_folds} contiguous folds")
+        lo = int(round(cfg.fold * len(idx) / cfg.n_folds))
+        hi = int(round((cfg.fold + 1) * len(idx) / cfg.n_folds))
+        test.update(int(k) for k in idx[lo:hi])
+    test = _whole_groups(test, everything, groups)
+    rest = everything - test
+    excluded = _whole_groups(_near(nums, labels, sorted(rest), sorted(test), cfg.embargo),
+                             rest, groups)
+    rest -= excluded
+    val: set[int] = set()
+    for label in np.unique(labels):
+        idx = sorted((k for k in rest if labels[k] == label), key=lambda k: (nums[k], records[k].path))
+        n_val = int(round(cfg.val_fraction * len(idx)))
+        if not n_val:
+            continue
+        class_nums = nums[labels == label]
+        test_centre = np.mean([nums[k] for k in test if labels[k] == label])
+        from_top = test_centre < (class_nums.min() + class_nums.max()) / 2
+        val.update(idx[-n_val:] if from_top else idx[:n_val])
+    val = _whole_groups(val, rest, groups)
+    rest -= val
+    near_val = _whole_groups(_near(nums, labels, sorted(rest), sorted(val), cfg.embargo),
+                             rest, groups)
+    excluded |= near_val
+    rest -= near_val
+    return sorted(rest), sorted(val), sorted(test), sorted(excluded)
+
+
 def _block_groups(records: list[Record], block_size: int) -> list[str]:
     """Group of each record for the block split: union of its own group and its block."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    rank: dict[int, dict[str, int]] = defaultdict(dict)
-    for label in {r.label for r in records}:
-        names = sorted(r.path for r in records if r.label == label)
-        rank[label] = {p: k + 1 for k, p in enumerate(names)}
     parent = list(range(len(records)))
 
     def find(x):
@@ -229,10 +312,7 @@ def _block_groups(records: list[Record], block_size: int) -> list[str]:
             x = parent[x]
         return x
 
-    nums = []
-    for r in records:
-        num = file_number(r.path)
-        nums.append(rank[r.label][r.path] if num is None else num)  # unnumbered: sorted position
+    nums = sequence_numbers(records)
     first_of: dict[str, int] = {}
     for k, r in enumerate(records):
         for key in (f"group:{r.group}", f"block:{r.label}:{(nums[k] - 1) // block_size}"):
@@ -279,8 +359,11 @@ def make_split(records: list[Record], split_cfg: SplitConfig,
     else:
         groups = [r.group for r in records]
     everything = list(range(len(records)))
+    excluded_idx: list[int] = []
 
-    if cfg.kind == "kfold":
+    if cfg.kind == "contiguous":
+        train_idx, val_idx, test_idx, excluded_idx = _contiguous_parts(records, groups, cfg)
+    elif cfg.kind == "kfold":
         if not 0 <= cfg.fold < cfg.n_folds:
             raise ValueError(f"fold must be in 0..{cfg.n_folds - 1}, got {cfg.fold}")
         from sklearn.model_selection import StratifiedGroupKFold
@@ -295,12 +378,15 @@ def make_split(records: list[Record], split_cfg: SplitConfig,
     else:
         train_idx, test_idx = stratified_group_take(labels, groups, everything,
                                                     cfg.test_fraction, rng)
-    train_idx, val_idx = stratified_group_take(labels, groups, train_idx, cfg.val_fraction, rng)
+    if cfg.kind != "contiguous":
+        train_idx, val_idx = stratified_group_take(labels, groups, train_idx, cfg.val_fraction,
+                                                   rng)
 
     def pick(idx):
         return [records[k] for k in idx]
 
     split = Split(pick(train_idx), pick(val_idx), pick(test_idx), kind=cfg.kind, seed=cfg.seed,
-                  params=dataclasses.asdict(cfg), root=str(root) if root is not None else None)
+                  params=dataclasses.asdict(cfg), root=str(root) if root is not None else None,
+                  excluded=pick(excluded_idx))
     split.check_disjoint()
     return split

@@ -28,7 +28,7 @@ from all_tf.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = [
-    "run_id", "model", "head", "split", "seed", "colour_space", "image_size", "epochs",
+    "run_id", "model", "head", "split", "seed", "fold", "colour_space", "image_size", "epochs",
     "accuracy", "macro_precision", "macro_recall", "macro_specificity", "macro_f1", "macro_auc",
     "coverage", "confident_accuracy", "n", "label_masked_accuracy", "label_masked_f1",
     *[f"{c}_{m}" for c in CLASS_NAMES for m in ("precision", "recall", "specificity", "f1", "auc")],
@@ -69,6 +69,7 @@ def _row(spec: RunSpec, metrics: dict, run_dir: Path, head: str, run_id: str,
         "head": head,
         "split": cfg.split.kind,
         "seed": cfg.split.seed,
+        "fold": cfg.split.fold if cfg.split.kind in ("kfold", "contiguous") else "",
         "colour_space": cfg.preprocess.colour_space,
         "image_size": cfg.preprocess.image_size,
         "epochs": cfg.train.epochs,

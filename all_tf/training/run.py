@@ -141,8 +141,12 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
     return model, loss
 
 
-def predict_split(model, records, cfg: Config, batch_size: int):
-    """Per-image (y_true, probabilities) for ``records``; crop mode averages crop probabilities."""
+def predict_split(model, records, cfg: Config, batch_size: int, *, return_index: bool = False):
+    """Per-image (y_true, probabilities) for ``records``; crop mode averages crop probabilities.
+
+    With ``return_index`` a third array gives, for each row, its position in ``records``
+    (unreadable files have no row).
+    """
     import keras
     import numpy as np
 
@@ -163,7 +167,34 @@ def predict_split(model, records, cfg: Config, batch_size: int):
     index = np.array([remap[int(i)] for i in index])
     y_true = np.zeros(len(kept), dtype=int)
     y_true[index] = labels
-    return y_true, aggregate_crop_probabilities(probs, index, len(kept))
+    probs = aggregate_crop_probabilities(probs, index, len(kept))
+    return (y_true, probs, kept) if return_index else (y_true, probs)
+
+
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def write_predictions(path: Path, parts: dict) -> None:
+    """Write per-image probabilities of several parts to one CSV.
+
+    Args:
+        path: output CSV (columns part, path, label, number, p_<class>...; written atomically).
+        parts: ``{part: (records, y_true, probs (N, C), index into records)}``.
+    """
+    import csv
+    import io
+
+    from all_tf.data.splits import sequence_numbers
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["part", "path", "label", "number", *(f"p_{c}" for c in CLASS_NAMES)])
+    for part, (records, y_true, probs, index) in parts.items():
+        numbers = sequence_numbers(records)
+        for row, k in enumerate(index):
+            writer.writerow([part, records[k].path, int(y_true[row]), numbers[k],
+                             *(f"{p:.6g}" for p in probs[row])])
+    atomic_write_text(path, buf.getvalue())
 
 
 def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> dict:
@@ -255,7 +286,13 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     best = out / "checkpoints" / "best.keras"
     if best.exists():
         model.load_weights(best)
-    y_true, probs = predict_split(model, split.test, cfg, batch)
+    predictions = {}
+    for part in ("val", "test"):
+        records = getattr(split, part)
+        predictions[part] = (records, *predict_split(model, records, cfg, batch,
+                                                     return_index=True))
+    write_predictions(out / PREDICTIONS_FILE, predictions)
+    _, y_true, probs, _ = predictions["test"]
     metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
     metrics["epochs_trained"] = read_history_epochs(out)
     metrics["train_seconds_last_session"] = round(train_seconds, 1)

@@ -1,0 +1,270 @@
+"""Pooled out-of-fold evaluation of the contiguous cross-validation protocol.
+
+Each fold's run writes ``predictions.csv`` (validation and test probabilities per image). Here
+the folds' test parts, which together cover the dataset once, are pooled; each fold's
+temperature is fitted on its own validation part and applied to its own test part. Confidence
+intervals come from a bootstrap that resamples blocks of consecutive file numbers (about one
+slide each) within each class, not single images, because neighbouring images are not
+independent.
+
+Example:
+    >>> import numpy as np
+    >>> from all_tf.evaluation.crossval import oof_metrics
+    >>> y = np.array([0, 1, 1, 0]); p = np.array([[.9, .1], [.2, .8], [.6, .4], [.7, .3]])
+    >>> m = oof_metrics(y, p, class_names=["a", "b"])
+    >>> m["balanced_accuracy"], m["errors_flagged"]
+    (0.75, 1.0)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from all_tf import CLASS_NAMES
+from all_tf.evaluation.calibration import (
+    apply_temperature,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from all_tf.evaluation.uncertainty import predict_labels
+from all_tf.training.run import PREDICTIONS_FILE
+
+PEER = {
+    "name": "DinoBloom-S frozen + attention-MIL (shrirudragoud/leukemia-detection-and-"
+            "Segmentation, docs/results/cv_dinobloom_s_frozen_mil.md; their numbers)",
+    "balanced_accuracy": 0.968, "balanced_accuracy_ci": [0.955, 0.978], "macro_f1": 0.967,
+    "macro_auc": 0.995, "ece_calibrated": 0.010,
+}
+CI_METRICS = ("balanced_accuracy", "macro_f1", "macro_auc", "ece")
+
+
+def read_predictions(run_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{part: {"y": int (N,), "p": float (N, C), "number": int (N,), "path": str (N,)}}``
+    from a run's ``predictions.csv``."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {PREDICTIONS_FILE} (runs trained before "
+                                "per-image predictions were stored must be retrained)")
+    parts: dict[str, dict[str, list]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            part = parts.setdefault(row["part"], {"y": [], "p": [], "number": [], "path": []})
+            part["y"].append(int(row["label"]))
+            part["number"].append(int(row["number"]))
+            part["path"].append(row["path"])
+            part["p"].append([float(row[f"p_{c}"]) for c in CLASS_NAMES])
+    return {k: {"y": np.array(v["y"]), "p": np.array(v["p"], dtype=np.float64),
+                "number": np.array(v["number"]), "path": np.array(v["path"])}
+            for k, v in parts.items()}
+
+
+def oof_metrics(y_true, probs, threshold: float = 0.7,
+                class_names: Sequence[str] = CLASS_NAMES) -> dict:
+    """Metrics of pooled predictions.
+
+    Returns:
+        ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``macro_auc`` (one-vs-rest;
+        None if a class is absent), ``recall`` ({class: value}), ``ece`` (15 bins), ``brier``,
+        ``nll``, ``coverage`` (share with confidence >= threshold), ``confident_accuracy``,
+        ``errors_flagged`` (share of wrong predictions with confidence < threshold; None
+        without errors). Fractions in [0, 1].
+    """
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred, _, uncertain = predict_labels(probs, threshold)
+    labels = list(range(len(class_names)))
+    wrong = y_pred != y_true
+    try:
+        auc = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
+                                  labels=labels)) if len(class_names) > 2 else \
+            float(roc_auc_score(y_true, probs[:, 1]))
+    except ValueError:
+        auc = None
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    confident = ~uncertain
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(~wrong)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                   zero_division=0)),
+        "macro_auc": auc,
+        "recall": {str(c): float(r) for c, r in zip(class_names, recall, strict=True)},
+        "ece": expected_calibration_error(probs, y_true),
+        "brier": brier_score(probs, y_true),
+        "nll": negative_log_likelihood(probs, y_true),
+        "coverage": float(confident.mean()),
+        "confident_accuracy": float(np.mean(~wrong[confident])) if confident.any() else None,
+        "errors_flagged": float(uncertain[wrong].mean()) if wrong.any() else None,
+    }
+
+
+def block_ids(y_true, numbers, block_size: int) -> np.ndarray:
+    """Bootstrap unit of each image: ``(class, (number - 1) // block_size)`` as one int."""
+    return np.asarray(y_true, dtype=np.int64) * 1_000_000 + (np.asarray(numbers) - 1) // block_size
+
+
+def block_bootstrap_ci(y_true, probs, blocks, threshold: float = 0.7, n_boot: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile CIs of :data:`CI_METRICS`, resampling whole blocks with replacement within
+    each class (the class sizes stay about as they are)."""
+    y_true = np.asarray(y_true, dtype=int)
+    rng = np.random.default_rng(seed)
+    members: dict[int, list[np.ndarray]] = {}
+    for b in np.unique(blocks):
+        idx = np.flatnonzero(blocks == b)
+        members.setdefault(int(y_true[idx[0]]), []).append(idx)
+    draws = {k: [] for k in CI_METRICS}
+    for _ in range(n_boot):
+        idx = np.concatenate([class_blocks[j] for class_blocks in members.values()
+                              for j in rng.integers(0, len(class_blocks), len(class_blocks))])
+        m = oof_metrics(y_true[idx], probs[idx], threshold)
+        for k in CI_METRICS:
+            if m[k] is not None:
+                draws[k].append(m[k])
+    alpha = (1 - level) / 2
+    return {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
+            for k, v in draws.items() if v}
+
+
+def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
+                       block_size: int = 37, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Pool the test parts of the fold runs, with and without per-fold temperature scaling.
+
+    Args:
+        run_dirs: one finished run per fold (each with ``predictions.csv``).
+        threshold: the "uncertain" confidence threshold.
+        block_size: file numbers per bootstrap block.
+
+    Returns:
+        ``{"raw": metrics, "calibrated": metrics, "ci": {...}, "ci_calibrated": {...},
+        "temperatures": [T per fold], "folds": [per-fold raw metrics]}`` (see
+        :func:`oof_metrics`).
+
+    Raises:
+        ValueError: two folds test the same image (not a partition).
+    """
+    ys, raw, cal, numbers, paths, temps, folds = [], [], [], [], [], [], []
+    for run_dir in run_dirs:
+        pred = read_predictions(run_dir)
+        test, val = pred["test"], pred.get("val")
+        t = fit_temperature(val["p"], val["y"]) if val is not None and len(val["y"]) else 1.0
+        temps.append(t)
+        ys.append(test["y"])
+        raw.append(test["p"])
+        cal.append(apply_temperature(test["p"], t))
+        numbers.append(test["number"])
+        paths.append(test["path"])
+        folds.append(oof_metrics(test["y"], test["p"], threshold))
+    paths = np.concatenate(paths)
+    if len(set(paths.tolist())) != len(paths):
+        raise ValueError("the folds' test parts overlap: not one contiguous cross-validation")
+    y, raw, cal = np.concatenate(ys), np.concatenate(raw), np.concatenate(cal)
+    blocks = block_ids(y, np.concatenate(numbers), block_size)
+    return {
+        "raw": oof_metrics(y, raw, threshold),
+        "calibrated": oof_metrics(y, cal, threshold),
+        "ci": block_bootstrap_ci(y, raw, blocks, threshold, n_boot, seed),
+        "ci_calibrated": block_bootstrap_ci(y, cal, blocks, threshold, n_boot, seed),
+        "temperatures": temps,
+        "folds": folds,
+        "threshold": threshold,
+        "block_size": block_size,
+    }
+
+
+def _pct(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
+                      peer: dict | None = PEER) -> str:
+    """One table row per recipe (``results``: name -> :func:`pooled_out_of_fold` output), then
+    the colour-histogram baseline and the peer, in %."""
+    header = ("| recipe | images | balanced acc. [95 % CI] | macro F1 | macro AUC | "
+              "ECE raw → calibrated | Brier (cal.) | coverage (cal.) | acc. on confident "
+              "(cal.) | errors flagged (cal.) | recall Benign / Early / Pre / Pro |")
+    lines = [header, "|" + "---|" * 11]
+    for name, r in results.items():
+        raw, cal = r["raw"], r["calibrated"]
+        recall = " / ".join(_pct(raw["recall"][c]) for c in CLASS_NAMES)
+        lines.append(
+            f"| {name} | {raw['n']} | {_pct(raw['balanced_accuracy'])}"
+            f"{_ci(r['ci'].get('balanced_accuracy'))} | {_pct(raw['macro_f1'])} | "
+            f"{_pct(raw['macro_auc'])} | {_pct(raw['ece'])} → {_pct(cal['ece'])} | "
+            f"{cal['brier']:.3f} | {_pct(cal['coverage'])} | {_pct(cal['confident_accuracy'])}"
+            f" | {_pct(cal['errors_flagged'])} | {recall} |")
+    if colour:
+        raw = colour["raw"]
+        recall = " / ".join(_pct(raw["recall"][c]) for c in CLASS_NAMES)
+        lines.append(
+            f"| colour histograms + random forest (label corner masked) | {raw['n']} | "
+            f"{_pct(raw['balanced_accuracy'])}{_ci(colour['ci'].get('balanced_accuracy'))} | "
+            f"{_pct(raw['macro_f1'])} | {_pct(raw['macro_auc'])} | {_pct(raw['ece'])} | "
+            f"{raw['brier']:.3f} | {_pct(raw['coverage'])} | {_pct(raw['confident_accuracy'])}"
+            f" | {_pct(raw['errors_flagged'])} | {recall} |")
+    if peer:
+        lines.append(
+            f"| {peer['name']} | 3256 | {_pct(peer['balanced_accuracy'])}"
+            f"{_ci(peer['balanced_accuracy_ci'])} | {_pct(peer['macro_f1'])} | "
+            f"{_pct(peer['macro_auc'])} | – → {_pct(peer['ece_calibrated'])} | – | – | – | – | – |")
+    return "\n".join(lines) + "\n"
+
+
+def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = None,
+                        seed: int = 0, block_size: int = 37, n_boot: int = 1000) -> dict:
+    """Random forest on RGB histograms (label corner masked) under the contiguous folds of
+    ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
+
+    Returns:
+        ``{"raw": metrics, "ci": {...}}`` as in :func:`pooled_out_of_fold` (no calibration).
+    """
+    import dataclasses
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    from all_tf.data import assign_groups, make_split, scan_dataset
+    from all_tf.data.splits import sequence_numbers
+    from all_tf.evaluation.audit import _read_all, rgb_histogram
+    from all_tf.preprocessing.label_corner import mask_label_corner
+
+    records = assign_groups(scan_dataset(data_dir).records)
+    images = _read_all(records)
+    features = {r.path: rgb_histogram(mask_label_corner(im))
+                for r, im in zip(records, images, strict=True) if im is not None}
+    numbers = dict(zip((r.path for r in records), sequence_numbers(records), strict=True))
+    ys, ps, nums = [], [], []
+    for fold in range(n_folds or split_cfg.n_folds):
+        cfg = dataclasses.replace(split_cfg, kind="contiguous", fold=fold)
+        split = make_split(records, cfg)
+        fit = [r for r in split.train + split.val if r.path in features]
+        test = [r for r in split.test if r.path in features]
+        forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=2)
+        forest.fit(np.stack([features[r.path] for r in fit]), [r.label for r in fit])
+        p = np.zeros((len(test), len(CLASS_NAMES)))
+        p[:, forest.classes_] = forest.predict_proba(np.stack([features[r.path] for r in test]))
+        ys.append([r.label for r in test])
+        ps.append(p)
+        nums.append([numbers[r.path] for r in test])
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    blocks = block_ids(y, np.concatenate(nums), block_size)
+    return {"raw": oof_metrics(y, p), "ci": block_bootstrap_ci(y, p, blocks, n_boot=n_boot,
+                                                               seed=seed)}
+
+
+def write_json(path: str | Path, doc: dict) -> None:
+    from all_tf.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=2))

@@ -1,0 +1,183 @@
+"""The contiguous split, calibration metrics and pooled out-of-fold evaluation."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from all_tf import CLASS_NAMES
+from all_tf.config import SplitConfig
+from all_tf.data import Record, make_split
+from all_tf.data.scan import file_number
+from all_tf.evaluation.calibration import (
+    apply_temperature,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from all_tf.evaluation.crossval import (
+    block_bootstrap_ci,
+    block_ids,
+    oof_metrics,
+    pooled_out_of_fold,
+)
+from all_tf.training.run import PREDICTIONS_FILE, write_predictions
+
+SIZES = (90, 160, 150, 120)
+
+
+def numbered_records(duplicate_pairs=((0, 17), (1, 88), (3, 40))):
+    """Records per class numbered 1..n; (class, k) pairs make k and k+1 one duplicate group."""
+    dup = {(c, k + d): f"dup-{c}-{k}" for c, k in duplicate_pairs for d in (0, 1)}
+    return [Record(f"/d/{CLASS_NAMES[c]}/WBC-{CLASS_NAMES[c]}-{k:03d}.jpg", c,
+                   dup.get((c, k), ""))
+            for c, n in enumerate(SIZES) for k in range(1, n + 1)]
+
+
+def _numbers(records, label):
+    return [file_number(r.path) for r in records if r.label == label]
+
+
+def _gap(a, b):
+    return min(abs(x - y) for x in a for y in b) if a and b else None
+
+
+@pytest.mark.parametrize("fold", range(5))
+def test_contiguous_split_keeps_the_embargo(fold):
+    records = numbered_records()
+    split = make_split(records, SplitConfig(kind="contiguous", fold=fold, embargo=12))
+    for label in range(4):
+        test, val, train = (_numbers(getattr(split, p), label) for p in ("test", "val", "train"))
+        assert max(test) - min(test) + 1 == len(test)  # one contiguous run per class
+        assert _gap(train, test) > 12 and _gap(val, test) > 12 and _gap(train, val) > 12
+        assert val and train
+    everything = split.train + split.val + split.test + split.excluded
+    assert sorted(r.path for r in everything) == sorted(r.path for r in records)
+
+
+def test_contiguous_split_keeps_groups_whole_and_is_deterministic():
+    records = numbered_records(duplicate_pairs=((0, 18), (1, 32), (2, 60)))
+    cfg = SplitConfig(kind="contiguous", fold=1, embargo=5)
+    split = make_split(records, cfg)
+    side = {r.path: p for p, recs in {**split.parts(), "excluded": split.excluded}.items()
+            for r in recs}
+    groups = {}
+    for r in records:
+        if r.group != r.path and r.group:
+            groups.setdefault(r.group, set()).add(side[r.path])
+    assert groups and all(len(s) == 1 for s in groups.values())
+    again = make_split(list(reversed(records)), cfg)
+    assert again.parts() == split.parts() and again.excluded == split.excluded
+
+
+def test_contiguous_test_folds_cover_everything_once():
+    records = numbered_records()
+    tests = [make_split(records, SplitConfig(kind="contiguous", fold=k)).test for k in range(5)]
+    counts = Counter(r.path for t in tests for r in t)
+    assert set(counts) == {r.path for r in records} and set(counts.values()) == {1}
+    for label, n in enumerate(SIZES):  # fold k holds about the k-th fifth of each class
+        assert abs(sum(r.label == label for r in tests[2]) - n / 5) <= 2
+
+
+def test_contiguous_split_round_trips_with_its_excluded_part(tmp_path):
+    root = tmp_path / "data"
+    records = []
+    for r in numbered_records():
+        p = root / Path(r.path).relative_to("/d")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+        records.append(Record(str(p), r.label, r.group))
+    split = make_split(records, SplitConfig(kind="contiguous", fold=2))
+    split.save(tmp_path / "split.json", root=root)
+    from all_tf.data import Split
+
+    loaded = Split.load(tmp_path / "split.json")
+    assert loaded.parts() == split.parts() and loaded.excluded == split.excluded
+    assert len(split.excluded) > 0
+
+
+def test_contiguous_split_refuses_bad_settings():
+    records = numbered_records()
+    with pytest.raises(ValueError, match="fold"):
+        make_split(records, SplitConfig(kind="contiguous", fold=5))
+    with pytest.raises(ValueError, match="embargo"):
+        SplitConfig(kind="contiguous", embargo=-1)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_ece_and_brier_match_a_hand_computed_case():
+    probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.3, 0.7]])
+    y = np.array([0, 1, 0, 1])
+    # bins of 0.1: {0.95, 0.95} acc 0.5 -> |0.5 - 0.95| * 0.5; {0.55} acc 1 -> 0.45 * 0.25;
+    # {0.7} acc 1 -> 0.3 * 0.25
+    assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(
+        0.225 + 0.1125 + 0.075)
+    assert brier_score(probs, y) == pytest.approx(
+        (2 * 0.05**2 + 2 * 0.95**2 + 2 * 0.45**2 + 2 * 0.3**2) / 4)
+
+
+def _overconfident(n=600, accuracy=0.75, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    pred = np.where(rng.random(n) < accuracy, y, (y + rng.integers(1, 4, n)) % 4)
+    probs = np.full((n, 4), 0.01 / 3)
+    probs[np.arange(n), pred] = 0.99
+    return y, probs
+
+
+def test_temperature_scaling_lowers_the_nll_of_an_overconfident_model():
+    y, probs = _overconfident()
+    t = fit_temperature(probs, y)
+    assert t > 1.5
+    calibrated = apply_temperature(probs, t)
+    assert negative_log_likelihood(calibrated, y) < 0.6 * negative_log_likelihood(probs, y)
+    assert expected_calibration_error(calibrated, y) < 0.05 < expected_calibration_error(probs, y)
+    assert (calibrated.argmax(1) == probs.argmax(1)).all()  # classes never change
+
+
+def test_oof_metrics_counts_flagged_errors():
+    y = np.array([0, 0, 1, 1, 2, 3])
+    probs = np.array([[.9, .1, 0, 0], [.4, .3, .3, 0], [.8, .2, 0, 0], [0, .9, .1, 0],
+                      [0, 0, 1, 0], [0, 0, 0, 1]])
+    m = oof_metrics(y, probs, threshold=0.7)
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert m["errors_flagged"] == 0.0  # the one error had confidence 0.8
+    assert m["coverage"] == pytest.approx(5 / 6) and m["recall"]["Early"] == 0.5
+
+
+def test_block_bootstrap_resamples_blocks_not_images():
+    y, probs = _overconfident(n=400, seed=1)
+    numbers = np.arange(400) + 1
+    ci = block_bootstrap_ci(y, probs, block_ids(y, numbers, 40), n_boot=200)
+    point = oof_metrics(y, probs)["balanced_accuracy"]
+    lo, hi = ci["balanced_accuracy"]
+    assert lo < point < hi and hi - lo < 0.2
+    one_block = block_bootstrap_ci(y, probs, block_ids(y, np.ones(400, int), 40), n_boot=50)
+    lo1, hi1 = one_block["balanced_accuracy"]  # one block per class: every draw is the data
+    assert lo1 == pytest.approx(point) and hi1 == pytest.approx(point)
+
+
+def test_pooled_out_of_fold_calibrates_each_fold_on_its_validation_part(tmp_path):
+    runs = []
+    for fold in range(3):
+        run = tmp_path / f"f{fold}"
+        run.mkdir()
+        parts = {}
+        for part, seed in (("val", 10 + fold), ("test", fold)):
+            y, probs = _overconfident(n=120, seed=seed)
+            records = [Record(f"/d/{CLASS_NAMES[c]}/{part}{fold}-{k:03d}.jpg", int(c))
+                       for k, c in enumerate(y)]
+            parts[part] = (records, y, probs, np.arange(len(y)))
+        write_predictions(run / PREDICTIONS_FILE, parts)
+        runs.append(run)
+    result = pooled_out_of_fold(runs, n_boot=50)
+    assert result["raw"]["n"] == 360 and len(result["temperatures"]) == 3
+    assert result["calibrated"]["ece"] < result["raw"]["ece"]
+    assert result["calibrated"]["nll"] < result["raw"]["nll"]
+    with pytest.raises(ValueError, match="overlap"):
+        pooled_out_of_fold([runs[0], runs[0]], n_boot=10)
