@@ -66,7 +66,12 @@ class AugmentConfig:
     flips: bool = True
     rot90: bool = True
     colour_jitter: float = 0.05  # max brightness/contrast change as a fraction; 0 disables
+    hed_jitter: float = 0.0  # stain jitter in HED space (Tellez et al. 2019); 0 disables
     rand_augment: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.hed_jitter <= 1:
+            raise ValueError(f"hed_jitter must be in [0, 1], got {self.hed_jitter}")
 
 
 @dataclass
@@ -141,6 +146,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     uncertainty_threshold: float = 0.7
+
+    def __post_init__(self):
+        if self.augment.hed_jitter > 0 and self.preprocess.colour_space != "rgb":
+            raise ValueError("augment.hed_jitter works on RGB input (colour_space 'rgb'), "
+                             f"not {self.preprocess.colour_space!r}")
 
     @classmethod
     def preset(cls, name: str) -> Config:

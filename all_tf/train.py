@@ -47,6 +47,10 @@ OVERRIDES = {
     "colour_space": ("preprocess", "colour_space"),
     "input_mode": ("preprocess", "input_mode"),
     "mask_label_corner": ("preprocess", "mask_label_corner"),
+    "clahe": ("preprocess", "clahe"),
+    "reinhard": ("preprocess", "reinhard"),
+    "colour_jitter": ("augment", "colour_jitter"),
+    "hed_jitter": ("augment", "hed_jitter"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "learning_rate": ("train", "learning_rate"),
@@ -117,6 +121,14 @@ def _model_choices():
 @click.option("--mask-label-corner/--no-mask-label-corner", default=None,
               help="Hide the burned-in scale-bar label (bottom-right box) by filling it with "
               "the median colour, in training and in every exported or served model.")
+@click.option("--clahe/--no-clahe", default=None, help="CLAHE on the LAB lightness.")
+@click.option("--reinhard/--no-reinhard", default=None,
+              help="Reinhard stain normalisation to a target fitted on the training part.")
+@click.option("--colour-jitter", type=click.FloatRange(0, 1),
+              help="Training brightness/contrast jitter (fraction; 0 disables).")
+@click.option("--hed-jitter", type=click.FloatRange(0, 1),
+              help="Training stain jitter in HED space (Tellez et al. 2019; 0.05 light, "
+                   "0.2 strong; 0 disables).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", "--lr", type=float, help="Peak learning rate of the cosine schedule.")

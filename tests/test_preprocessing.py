@@ -341,3 +341,34 @@ def test_benchmark_script_runs(sample_all4, tmp_path):
     assert "| hed |" in result.output and "H: " in result.output
     result = CliRunner().invoke(module.main, ["--data", str(tmp_path)])
     assert result.exit_code != 0 and "no .jpg/.png images" in result.output
+
+
+def test_hed_jitter_changes_stain_only_in_training_and_keeps_range():
+    from all_tf.preprocessing.augmentation import RandomHEDJitter
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.95, (4, 16, 16, 3)).astype(np.float32)
+    layer = RandomHEDJitter(0.2, seed=1)
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    y = np.asarray(layer(x, training=True))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert np.abs(y - x).mean() > 0.01
+    # per image one stain change: a jittered image is a smooth function of the original,
+    # so equal input pixels stay equal
+    x2 = np.repeat(x[:, :1, :1], 16, axis=1).repeat(16, axis=2)
+    y2 = np.asarray(layer(x2, training=True))
+    assert np.allclose(y2, y2[:, :1, :1], atol=1e-6)
+    tiny = np.asarray(RandomHEDJitter(1e-4, seed=0)(x, training=True))
+    assert np.allclose(tiny, x, atol=2e-3)  # the HED round trip itself is lossless
+    again = RandomHEDJitter.from_config(layer.get_config())
+    assert again.factor == 0.2 and again.seed == 1
+
+
+def test_hed_jitter_needs_rgb_input():
+    from all_tf.config import Config
+
+    cfg = Config()
+    cfg.augment.hed_jitter = 0.05
+    cfg.preprocess.colour_space = "hsv"
+    with pytest.raises(ValueError, match="hed_jitter"):
+        Config.from_dict(cfg.to_dict())

@@ -63,13 +63,67 @@ class RandomRot90(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="all_tf")
+class RandomHEDJitter(keras.layers.Layer):
+    """Stain augmentation in HED optical-density space (Tellez et al. 2019, "Quantifying the
+    effects of data augmentation and stain color normalization").
+
+    Each image's RGB is turned into haematoxylin, eosin and DAB densities (Ruifrok & Johnston's
+    matrix); every density channel is scaled by ``alpha ~ U(1 - factor, 1 + factor)`` and
+    shifted by ``beta ~ U(-factor, factor)``, and the result turned back into RGB. It models a
+    new slide batch stained darker, paler or with another haematoxylin/eosin balance. Input and
+    output are RGB float in [0, 1]; identity when ``training=False``.
+
+    Args:
+        factor: jitter strength in [0, 1] (Tellez: 0.05 "light", 0.2 "strong").
+        seed: integer seed for the layer's ``keras.random.SeedGenerator``.
+    """
+
+    def __init__(self, factor: float = 0.05, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= factor <= 1:
+            raise ValueError(f"HED jitter factor must be in [0, 1], got {factor}")
+        self.factor = float(factor)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        from skimage.color import hed_from_rgb, rgb_from_hed
+
+        self._to_hed = hed_from_rgb.astype("float32")
+        self._to_rgb = rgb_from_hed.astype("float32")
+
+    def call(self, inputs, training=True):
+        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        if not training or self.factor == 0:
+            return inputs
+        single = len(inputs.shape) == 3
+        x = ops.cast(ops.expand_dims(inputs, 0) if single else inputs, "float32")
+        n = ops.shape(x)[0]
+        od = -ops.log(ops.clip(x, 1.0 / 255.0, 1.0))  # optical density, >= 0
+        hed = ops.einsum("bhwc,cd->bhwd", od, self._to_hed)
+        alpha = keras.random.uniform((n, 1, 1, 3), 1 - self.factor, 1 + self.factor,
+                                     seed=self.seed_generator)
+        beta = keras.random.uniform((n, 1, 1, 3), -self.factor, self.factor,
+                                    seed=self.seed_generator)
+        od = ops.einsum("bhwd,dc->bhwc", hed * alpha + beta, self._to_rgb)
+        x = ops.clip(ops.exp(-od), 0.0, 1.0)
+        x = ops.cast(x, self.compute_dtype)
+        return ops.squeeze(x, 0) if single else x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
+
 def build_augmentation(cfg: AugmentConfig, seed: int | None = None) -> keras.Sequential:
     """Augmentation pipeline from ``cfg``; each layer gets its own seed derived from ``seed``.
 
     Layers, in order: ``RandomFlip`` (horizontal and vertical) if ``cfg.flips``;
     :class:`RandomRot90` if ``cfg.rot90``; ``RandomBrightness`` and ``RandomContrast`` with
     factor ``cfg.colour_jitter`` on value range (0, 1), outputs clipped to [0, 1], if
-    ``cfg.colour_jitter > 0``; ``RandAugment`` (value range (0, 1)) if ``cfg.rand_augment``.
+    ``cfg.colour_jitter > 0``; :class:`RandomHEDJitter` with ``cfg.hed_jitter`` if it is > 0
+    (RGB colour space only); ``RandAugment`` (value range (0, 1)) if ``cfg.rand_augment``.
     Flips and 90-degree rotations are exact symmetries of a smear field. Colour jitter acts on
     whatever channels the colour space has (for ``hsv`` it also shifts hue), so keep it small.
 
@@ -94,6 +148,8 @@ def build_augmentation(cfg: AugmentConfig, seed: int | None = None) -> keras.Seq
         layers.append(
             keras.layers.RandomContrast(cfg.colour_jitter, value_range=(0, 1), seed=layer_seed(3))
         )
+    if cfg.hed_jitter > 0:
+        layers.append(RandomHEDJitter(cfg.hed_jitter, seed=layer_seed(5), name="hed_jitter"))
     if cfg.rand_augment:
         layers.append(keras.layers.RandAugment(value_range=(0, 1), seed=layer_seed(4)))
     layers.append(keras.layers.Identity(name="augment_out"))  # a Sequential may not be empty
