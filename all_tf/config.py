@@ -146,8 +146,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     uncertainty_threshold: float = 0.7
+    # softmax temperature fitted on held-out images (all_tf.evaluation.calibration); 1 = none
+    temperature: float = 1.0
 
     def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.augment.hed_jitter > 0 and self.preprocess.colour_space != "rgb":
             raise ValueError("augment.hed_jitter works on RGB input (colour_space 'rgb'), "
                              f"not {self.preprocess.colour_space!r}")

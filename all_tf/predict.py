@@ -7,10 +7,14 @@ decoded with :func:`all_tf.io.read_image` and preprocessed on the host with
 ``.json`` beside a ``.tflite`` file), so all three backends see the same pixels. Runs trained on
 nucleus crops get their crops' probabilities averaged per image.
 
-Each image becomes one row: ``file``, ``class``, ``confidence`` (max probability),
-``uncertain`` (confidence < the model's threshold), ``p_<class>`` for the four classes,
-``nuclei`` (connected components of :func:`all_tf.segmentation.segment_nuclei`) and ``error``
-(empty, or why the file was skipped: a bad file never stops the others).
+Each image becomes one row: ``file``; ``status``: ``ok``, ``uncertain`` (confidence below the
+model's threshold) or ``rejected:<reason>`` (the input is not a smear field the model knows:
+see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate);
+``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
+temperature); ``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis
+feature distance, Keras models with a gate only); ``nuclei`` (connected components of
+:func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
+a bad file never stops the others).
 
 Example:
     $ python -m all_tf.predict runs/v2s/checkpoints/best.keras all_tf/sample_data/all4 -o preds.csv
@@ -34,12 +38,17 @@ from all_tf import CLASS_NAMES
 from all_tf.config import Config
 
 PROB_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
-COLUMNS = ["file", "class", "confidence", "uncertain", *PROB_COLUMNS, "nuclei", "error"]
+COLUMNS = ["file", "status", "class", "confidence", "uncertain", *PROB_COLUMNS, "ood_score",
+           "nuclei", "error"]
 
 
 @dataclass
 class Backend:
-    """A loaded model: ``predict(x)`` maps float32 (N, S, S, 3) to probabilities (N, 4)."""
+    """A loaded model: ``predict(x)`` maps float32 (N, S, S, 3) to probabilities (N, 4).
+
+    ``features_fn`` (Keras models only) maps the same input to ``(probabilities, pooled
+    features)``; ``gate`` is the model's stored input gate, or None.
+    """
 
     kind: str
     path: str
@@ -47,15 +56,29 @@ class Backend:
     threshold: float
     value_range: tuple[float, float]
     predict_fn: object
+    gate: object = None
+    features_fn: object = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(x)[0]
+
+    def predict_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Temperature-scaled probabilities (N, 4) and pooled features (N, D) or None."""
+        from all_tf.evaluation.calibration import apply_temperature
         from all_tf.export.common import check_input_range
 
         x = np.asarray(x, np.float32)
         if len(x) == 0:
-            return np.zeros((0, len(CLASS_NAMES)), np.float32)
+            return np.zeros((0, len(CLASS_NAMES)), np.float32), None
         check_input_range(x, self.value_range, name=f"{self.kind} input")
-        return np.asarray(self.predict_fn(x), np.float32)
+        if self.features_fn is not None and self.gate is not None:
+            probs, feats = self.features_fn(x)
+        else:
+            probs, feats = self.predict_fn(x), None
+        probs = np.asarray(probs, np.float32)
+        if self.config.temperature != 1.0:
+            probs = apply_temperature(probs, self.config.temperature).astype(np.float32)
+        return probs, feats
 
 
 def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -84,7 +107,8 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
         if config is not None:
             cfg = Config.load(config)
         return Backend("tflite", str(path), cfg, meta["uncertainty_threshold"],
-                       tuple(meta["input"]["value_range"]), _tflite_fn(path, threads))
+                       tuple(meta["input"]["value_range"]), _tflite_fn(path, threads),
+                       gate=_gate_from_metadata(meta))
     if path.is_dir() and not (path / "checkpoints").is_dir() and path.suffix != ".keras":
         from all_tf.export.serving import METADATA_FILE, find_saved_model
 
@@ -92,7 +116,8 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
         meta = read_metadata(saved / "assets.extra" / METADATA_FILE)
         cfg = Config.load(config) if config is not None else config_from_metadata(meta)
         return Backend("savedmodel", str(saved), cfg, meta["uncertainty_threshold"],
-                       tuple(meta["input"]["value_range"]), _saved_model_fn(saved))
+                       tuple(meta["input"]["value_range"]), _saved_model_fn(saved),
+                       gate=_gate_from_metadata(meta))
     from all_tf.export.common import (
         config_for_model,
         input_range,
@@ -108,8 +133,25 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
     def keras_fn(x):
         return keras_model.predict(x, batch_size=16, verbose=0)
 
+    from all_tf.inference import Gate
+
+    folder = src.run_dir or src.model_path.parent
+    gate = Gate.load(folder)
+    features_fn = None
+    if gate is not None:
+        from all_tf.inference.analysis import probabilities_and_features
+
+        features_fn = probabilities_and_features(keras_model)
     return Backend("keras", str(src.model_path), cfg, threshold, tuple(input_range(keras_model)),
-                   keras_fn)
+                   keras_fn, gate=gate, features_fn=features_fn)
+
+
+def _gate_from_metadata(meta: dict):
+    """The input checks described in export metadata (exported models score no features)."""
+    from all_tf.inference import Gate
+
+    doc = meta.get("gate")
+    return None if not doc else Gate(doc["bounds"], None)
 
 
 def _saved_model_fn(path: Path):
@@ -193,6 +235,7 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
     from tqdm import tqdm
 
     from all_tf.export.common import collect_inputs
+    from all_tf.inference import image_statistics
     from all_tf.io import ImageReadError, atomic_write_bytes, read_image
     from all_tf.segmentation import segment_nuclei
 
@@ -200,7 +243,8 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
     threshold = backend.threshold if threshold is None else float(threshold)
     files = [p for p, _ in collect_inputs(items, labelled=False)]
     rows: list[dict] = []
-    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None]] = []
+    gate = backend.gate
     overlay_names: set[str] = set()
 
     def flush():
@@ -208,24 +252,35 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             return
         x = np.concatenate([p[1] for p in pending])
         try:
-            probs = backend.predict(x)
+            probs, feats = backend.predict_with_features(x)
         except Exception as e:  # a backend failure is reported on every row of the batch
             for row, *_ in pending:
                 row["error"] = f"{type(e).__name__}: {e}"
+                row["status"] = "error"
             pending.clear()
             return
         start = 0
-        for row, xi, rgb, boxes in pending:
+        for row, xi, rgb, boxes, stats in pending:
             p = probs[start:start + len(xi)].mean(axis=0)
+            ood = None
+            if feats is not None and gate is not None and gate.distance is not None:
+                ood = float(gate.distance.score(feats[start:start + len(xi)]).min())
+                row["ood_score"] = round(ood, 4)
             start += len(xi)
             k = int(np.argmax(p))
-            row.update({"class": CLASS_NAMES[k], "confidence": round(float(p[k]), 6),
+            status = gate.status(stats, ood, float(p[k]), threshold) if gate is not None \
+                else ("uncertain" if p[k] < threshold else "ok")
+            row.update({"status": status, "confidence": round(float(p[k]), 6),
                         "uncertain": bool(p[k] < threshold)})
+            if not status.startswith("rejected"):
+                row["class"] = CLASS_NAMES[k]
             row.update({c: round(float(v), 6) for c, v in zip(PROB_COLUMNS, p, strict=True)})
             if overlay_dir is not None:
                 import cv2
 
-                label = f"{CLASS_NAMES[k]} {p[k]:.2f}" + (" (uncertain)" if p[k] < threshold else "")
+                label = status.replace("rejected:", "rejected: ") if status.startswith(
+                    "rejected") else f"{CLASS_NAMES[k]} {p[k]:.2f}" + (
+                    " (uncertain)" if status == "uncertain" else "")
                 name = Path(row["file"]).stem
                 while name in overlay_names:
                     name += "_"
@@ -246,10 +301,12 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             boxes = nuclei_boxes(mask)
             row["nuclei"] = int(len(boxes))
             x = _model_inputs(rgb, cfg, mask)
+            stats = image_statistics(rgb, cfg.segmentation) if gate is not None else None
         except (ImageReadError, ValueError, OSError) as e:
             row["error"] = str(e)
+            row["status"] = "error"
             continue
-        pending.append((row, x, rgb if overlay_dir is not None else None, boxes))
+        pending.append((row, x, rgb if overlay_dir is not None else None, boxes, stats))
         if sum(len(p[1]) for p in pending) >= batch_size:
             flush()
     flush()

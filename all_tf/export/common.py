@@ -156,7 +156,9 @@ def export_metadata(cfg: Config, threshold: float, **extra: Any) -> dict[str, An
         "all_tf_version": __version__,
         "class_names": list(CLASS_NAMES),
         "uncertainty_threshold": float(threshold),
-        "uncertainty_rule": "uncertain = max(probabilities) < uncertainty_threshold",
+        "temperature": float(cfg.temperature),
+        "uncertainty_rule": "probabilities = softmax(log(model output) / temperature); "
+                            "uncertain = max(probabilities) < uncertainty_threshold",
         "preprocessing": dataclasses.asdict(cfg.preprocess),
         "segmentation": dataclasses.asdict(cfg.segmentation),
         "model": dataclasses.asdict(cfg.model),
@@ -179,7 +181,8 @@ def config_from_metadata(doc: dict[str, Any]) -> Config:
     """Rebuild the Config parts that inference needs from export metadata."""
     return Config.from_dict(
         {"preprocess": doc["preprocessing"], "segmentation": doc.get("segmentation", {}),
-         "uncertainty_threshold": doc.get("uncertainty_threshold", DEFAULT_THRESHOLD)}
+         "uncertainty_threshold": doc.get("uncertainty_threshold", DEFAULT_THRESHOLD),
+         "temperature": doc.get("temperature", 1.0)}
     )
 
 

@@ -1,0 +1,105 @@
+"""Per-image analysis for the gate: statistics, probabilities and pooled features.
+
+Example:
+    >>> from all_tf.models import build_model
+    >>> from all_tf.config import Config
+    >>> from all_tf.inference.analysis import analyse_images, probabilities_and_features
+    >>> import numpy as np
+    >>> cfg = Config(); cfg.preprocess.image_size = 32; cfg.preprocess.reinhard = False
+    >>> fn = probabilities_and_features(build_model("mobilenetv3small", image_size=32))
+    >>> out = analyse_images([np.full((40, 40, 3), 200, np.uint8)], cfg, fn)
+    >>> out.probabilities.shape, out.features.shape[0], len(out.statistics)
+    ((1, 4), 1, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from all_tf.config import Config
+from all_tf.inference.gate import FeatureDistance, Gate, fit_input_bounds, image_statistics
+
+
+@dataclass
+class Analysis:
+    """Rows for N images: ``statistics`` (N dicts), ``probabilities`` float32 (N, C),
+    ``features`` float32 (N, D), ``labels`` int (N,) (-1 unknown), ``kept`` (N,) positions in
+    the input that could be read."""
+
+    statistics: list[dict]
+    probabilities: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    kept: np.ndarray
+
+
+def probabilities_and_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``fn(x) -> (probabilities (N, C), pooled features (N, D))`` for a built all_tf model
+    and float32 inputs x (N, S, S, 3) in [0, 1]."""
+    import keras
+
+    from all_tf.models import feature_extractor
+
+    both = keras.Model(model.inputs[0], [model.outputs[0], feature_extractor(model).outputs[0]])
+
+    def fn(x):
+        p, f = both.predict_on_batch(np.asarray(x, np.float32))
+        return np.asarray(p, np.float32), np.asarray(f, np.float32).reshape(len(x), -1)
+
+    return fn
+
+
+def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: int = 32,
+                   labels: Iterable[int] | None = None) -> Analysis:
+    """Statistics, probabilities and features of RGB uint8 images (whole-field models)."""
+    from all_tf.preprocessing import preprocess_image
+
+    stats, probs, feats, batch = [], [], [], []
+
+    def flush():
+        if batch:
+            p, f = fn(np.stack(batch))
+            probs.append(p)
+            feats.append(f)
+            batch.clear()
+
+    images = list(images)
+    for rgb in images:
+        stats.append(image_statistics(rgb, cfg.segmentation))
+        batch.append(preprocess_image(rgb, cfg.preprocess))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    n = len(images)
+    y = np.full(n, -1) if labels is None else np.asarray(list(labels))
+    return Analysis(stats, np.concatenate(probs) if probs else np.zeros((0, 4), np.float32),
+                    np.concatenate(feats) if feats else np.zeros((0, 0), np.float32), y,
+                    np.arange(n))
+
+
+def analyse_records(records, cfg: Config, fn, batch_size: int = 32) -> Analysis:
+    """:func:`analyse_images` of dataset records; unreadable files are left out."""
+    from all_tf.io import ImageReadError, read_image
+
+    images, labels, kept = [], [], []
+    for k, r in enumerate(records):
+        try:
+            images.append(read_image(r.path))
+        except ImageReadError:
+            continue
+        labels.append(r.label)
+        kept.append(k)
+    out = analyse_images(images, cfg, fn, batch_size, labels)
+    out.kept = np.asarray(kept)
+    return out
+
+
+def fit_gate(train: Analysis, val: Analysis, quantile: float = 0.99) -> Gate:
+    """A gate whose input bounds come from ``train`` images and whose feature distance is
+    fitted on ``train`` and thresholded at the ``quantile`` of ``val`` scores."""
+    distance = FeatureDistance.fit(train.features, train.labels)
+    distance.calibrate(val.features, quantile)
+    return Gate(fit_input_bounds(train.statistics), distance)

@@ -1,0 +1,240 @@
+"""Know when not to answer: input checks and an out-of-distribution score.
+
+A softmax over four classes always names one of them, even for a black frame or a photograph.
+The gate runs before the class is reported and gives every prediction a status:
+
+* ``rejected:<reason>`` — the input is not a smear field like those the model was trained on:
+  ``too_dark`` / ``too_bright`` (mean grey level), ``not_colour`` (mean HSV saturation),
+  ``unusual_stain`` (saturation or mean LAB a*/b* outside the training range), ``blurred`` /
+  ``noisy`` (variance of the Laplacian), ``no_nucleus`` (no purple-index nucleus), or
+  ``out_of_distribution`` (the model's pooled features are far from every class of its
+  training images: Mahalanobis distance to the nearest class mean, shared covariance);
+* ``uncertain`` — the calibrated confidence is below the model's threshold;
+* ``ok``.
+
+Every bound is fitted on training images, not set by hand (:func:`fit_input_bounds`,
+:meth:`FeatureDistance.fit`), and stored with the model. The image statistics are taken on the
+image resized to :data:`GATE_SIZE` pixels, so they do not depend on the camera's resolution.
+
+Example:
+    >>> import numpy as np
+    >>> from all_tf.inference.gate import image_statistics, input_reason
+    >>> black = np.zeros((64, 64, 3), np.uint8)
+    >>> image_statistics(black)["brightness"]
+    0.0
+    >>> input_reason(image_statistics(black), {"brightness": [100.0, 240.0]})
+    'too_dark'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GATE_SIZE = 224
+STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nuclei")
+# (statistic, side) -> reason; checked in this order, the first failing check names the reason
+CHECKS = (
+    ("brightness", 0, "too_dark"),
+    ("brightness", 1, "too_bright"),
+    ("saturation", 0, "not_colour"),
+    ("focus", 0, "blurred"),
+    ("focus", 1, "noisy"),
+    ("saturation", 1, "unusual_stain"),
+    ("stain_a", 0, "unusual_stain"),
+    ("stain_a", 1, "unusual_stain"),
+    ("stain_b", 0, "unusual_stain"),
+    ("stain_b", 1, "unusual_stain"),
+    ("nuclei", 0, "no_nucleus"),
+)
+REASONS = tuple(dict.fromkeys(r for *_, r in CHECKS)) + ("out_of_distribution",)
+GATE_FILE = "gate.json"
+OOD_FILE = "ood.npz"
+
+
+def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
+    """The gate's statistics of one RGB uint8 image (H, W, 3), any size.
+
+    Returns:
+        ``brightness`` (mean grey level, 0-255), ``saturation`` (mean HSV S, 0-255), ``focus``
+        (variance of the Laplacian of the grey image), ``stain_a`` / ``stain_b`` (mean OpenCV
+        LAB a* and b*, 0-255, 128 neutral), ``nuclei`` (purple-index nucleus components), all
+        on the image resized to GATE_SIZE x GATE_SIZE.
+    """
+    import cv2
+
+    from all_tf.preprocessing.pipeline import resize_to
+    from all_tf.segmentation import segment_nuclei
+
+    small = np.ascontiguousarray(resize_to(rgb, GATE_SIZE))
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
+    try:
+        mask = segment_nuclei(small, seg_cfg)
+        nuclei = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+    except ValueError:  # a flat image has no threshold to find
+        nuclei = 0
+    return {
+        "brightness": float(grey.mean()),
+        "saturation": float(hsv[..., 1].mean()),
+        "focus": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
+        "stain_a": float(lab[..., 1].mean()),
+        "stain_b": float(lab[..., 2].mean()),
+        "nuclei": float(nuclei),
+    }
+
+
+def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.002,
+                     margin: float = 0.25) -> dict[str, list[float | None]]:
+    """Bounds of each statistic from training images.
+
+    Each bound is the ``quantile`` (lower) or ``1 - quantile`` (upper) quantile, widened by
+    ``margin`` times the distance between the two. The nucleus count has only a lower bound,
+    at least 1.
+
+    Returns:
+        ``{statistic: [low, high]}`` (``high`` None for ``nuclei``).
+    """
+    if not stats:
+        raise ValueError("cannot fit input bounds on 0 images")
+    bounds: dict[str, list[float | None]] = {}
+    for name in STATISTICS:
+        values = np.array([s[name] for s in stats], dtype=np.float64)
+        lo, hi = np.quantile(values, [quantile, 1 - quantile])
+        if name == "nuclei":
+            bounds[name] = [max(1.0, float(np.floor(lo))), None]
+            continue
+        width = hi - lo
+        bounds[name] = [float(lo - margin * width), float(hi + margin * width)]
+    return bounds
+
+
+def input_reason(stats: dict[str, float], bounds: dict) -> str | None:
+    """The first failing input check's reason, or None when every check passes."""
+    for name, side, reason in CHECKS:
+        limit = (bounds.get(name) or [None, None])[side]
+        if limit is None:
+            continue
+        if (side == 0 and stats[name] < limit) or (side == 1 and stats[name] > limit):
+            return reason
+    return None
+
+
+@dataclass
+class FeatureDistance:
+    """Mahalanobis out-of-distribution score on pooled features (Lee et al. 2018).
+
+    ``score(f) = min_c (f - mean_c)^T P (f - mean_c)``, with ``P`` the inverse of the
+    Ledoit-Wolf shrunk covariance of the class-centred training features. Higher is farther.
+
+    Attributes:
+        means: float32 (C, D) class means.
+        precision: float32 (D, D).
+        threshold: scores above it are out of distribution (None until calibrated).
+    """
+
+    means: np.ndarray
+    precision: np.ndarray
+    threshold: float | None = None
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray) -> FeatureDistance:
+        """Fit on training features (N, D) and their int labels (N,)."""
+        from sklearn.covariance import LedoitWolf
+
+        features = np.asarray(features, np.float64)
+        labels = np.asarray(labels)
+        classes = np.unique(labels)
+        means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+        centred = features - means[np.searchsorted(classes, labels)]
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+        return cls(means.astype(np.float32), precision.astype(np.float32))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """float64 (N,) distances of features (N, D)."""
+        f = np.asarray(features, np.float64)
+        p = self.precision.astype(np.float64)
+        best = None
+        for mean in self.means.astype(np.float64):
+            d = f - mean
+            dist = np.einsum("nd,de,ne->n", d, p, d)
+            best = dist if best is None else np.minimum(best, dist)
+        return best
+
+    def calibrate(self, held_out_features: np.ndarray, quantile: float = 0.99) -> float:
+        """Set ``threshold`` to the ``quantile`` of held-out in-distribution scores."""
+        self.threshold = float(np.quantile(self.score(held_out_features), quantile))
+        return self.threshold
+
+    def save(self, path: str | Path) -> None:
+        import io
+
+        from all_tf.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, means=self.means, precision=self.precision,
+                            threshold=np.float64(np.nan if self.threshold is None
+                                                 else self.threshold))
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureDistance:
+        try:
+            with np.load(path) as z:
+                t = float(z["threshold"])
+                return cls(z["means"], z["precision"], None if np.isnan(t) else t)
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: not an all_tf out-of-distribution file ({e})") from None
+
+
+@dataclass
+class Gate:
+    """Input bounds and feature distance of one model (``gate.json`` + ``ood.npz``)."""
+
+    bounds: dict
+    distance: FeatureDistance | None = None
+
+    def status(self, stats: dict[str, float], ood_score: float | None, confidence: float,
+               threshold: float) -> str:
+        """``"ok"``, ``"uncertain"`` or ``"rejected:<reason>"`` for one image."""
+        reason = input_reason(stats, self.bounds)
+        if reason is None and ood_score is not None and self.distance is not None \
+                and self.distance.threshold is not None and ood_score > self.distance.threshold:
+            reason = "out_of_distribution"
+        if reason is not None:
+            return f"rejected:{reason}"
+        return "uncertain" if confidence < threshold else "ok"
+
+    def to_dict(self) -> dict:
+        return {"format": "all_tf.gate", "version": 1, "gate_size": GATE_SIZE,
+                "bounds": self.bounds, "checks": [list(c) for c in CHECKS],
+                "ood": None if self.distance is None else {
+                    "method": "mahalanobis_min_class", "file": OOD_FILE,
+                    "threshold": self.distance.threshold}}
+
+    def save(self, folder: str | Path) -> None:
+        from all_tf.io import atomic_write_text
+
+        folder = Path(folder)
+        atomic_write_text(folder / GATE_FILE, json.dumps(self.to_dict(), indent=2))
+        if self.distance is not None:
+            self.distance.save(folder / OOD_FILE)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Gate | None:
+        """The gate stored in ``folder``, or None when it has none."""
+        folder = Path(folder)
+        path = folder / GATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+            bounds = doc["bounds"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not an all_tf gate file ({e})") from None
+        distance = FeatureDistance.load(folder / OOD_FILE) if doc.get("ood") else None
+        return cls(bounds, distance)
