@@ -107,7 +107,8 @@ def edge_default(rows: list[dict]) -> tuple[str, str]:
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run config JSON (default: SOURCE's config.json, or the run's above checkpoints/).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output-dir", "-o", "--out", "out_dir",
+              type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: <run>/export, or <model>_export beside a .keras file).")
 @click.option("--model-name", default="all_tf", show_default=True,
               help="TF Serving model name and TFLite file prefix.")
@@ -118,7 +119,8 @@ def edge_default(rows: list[dict]) -> tuple[str, str]:
               help="Uncertainty threshold stored with the model (default: the config's).")
 @click.option("--calibration-data", multiple=True,
               help="Training images for full-int8 calibration: dataset root, folder, glob or file "
-                   "(repeatable). Default: the run's split.json training part.")
+                   "(repeatable). Default: the run's split.json training part, else the "
+                   "sample shipped with all_tf.")
 @click.option("--calibration-count", type=int, default=100, show_default=True,
               help="Calibration images (random subset, seed 0).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -127,7 +129,8 @@ def edge_default(rows: list[dict]) -> tuple[str, str]:
                    "process.")
 @click.option("--verify-data", multiple=True,
               help="Held-out images for verification (a dataset root gives labels and accuracy). "
-                   "Default: the run's split.json test part.")
+                   "Default: the run's split.json test part, else the sample shipped with "
+                   "all_tf.")
 @click.option("--verify-count", type=int, default=200, show_default=True,
               help="Verification images (random subset, seed 0); 0 = all.")
 @click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
@@ -177,13 +180,29 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
             src.model_path.stem + "_export")
     threshold = cfg.uncertainty_threshold if threshold is None else threshold
     train_pairs, test_pairs = _split_parts(src, cfg)
+    from all_tf.cli import SAMPLE_ALL4_DIR
+    from all_tf.inference import Gate
+
+    sample_pairs = collect_inputs([str(SAMPLE_ALL4_DIR)])
+    if not train_pairs:
+        log.info("no usable split.json: int8 calibration uses the shipped sample")
+    if not test_pairs:
+        log.info("no usable split.json: verification uses the shipped sample")
+    train_pairs, test_pairs = train_pairs or sample_pairs, test_pairs or sample_pairs
+    try:
+        gate = Gate.load(src.run_dir or src.model_path.parent)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if gate is not None:
+        click.echo("input gate: exported with the model (status output)")
     written = {}
 
     if "savedmodel" in wanted:
         from all_tf.export.serving import export_saved_model
 
         path = export_saved_model(model, cfg, out_dir / "serving", model_name=model_name,
-                                  version=version, threshold=threshold, source=str(src.model_path))
+                                  version=version, threshold=threshold, source=str(src.model_path),
+                                  gate=gate)
         written["savedmodel"] = str(path)
         click.echo(f"SavedModel: {path}")
 
@@ -195,16 +214,18 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         calibration = None
         if "int8" in variants or "int16x8" in variants:
             pairs = collect_inputs(calibration_data) if calibration_data else train_pairs
-            if not pairs:
-                raise click.ClickException(
-                    "int8 calibration needs training images: pass --calibration-data (the run has "
-                    "no usable split.json), or leave int8 and int16x8 out of --formats")
             images, _, _ = _read_all(_sample(pairs, calibration_count))
-            calibration = calibration_set(images, cfg, count=calibration_count)
-            log.info("calibrating on %d images", len(calibration))
+            if images:
+                calibration = calibration_set(images, cfg, count=calibration_count)
+                log.info("calibrating on %d images", len(calibration))
+            else:
+                skipped = [v for v in variants if v in ("int8", "int16x8")]
+                click.echo(f"skipped {', '.join(skipped)}: no readable calibration images "
+                           "(pass --calibration-data)", err=True)
+                variants = [v for v in variants if v not in skipped]
         tflite_paths = export_tflite(model, cfg, out_dir / "tflite", variants, calibration,
                                      model_name=model_name, threshold=threshold,
-                                     source=str(src.model_path))
+                                     source=str(src.model_path), gate=gate)
         for p in tflite_paths:
             click.echo(f"TFLite: {p} ({p.stat().st_size / 1e6:.2f} MB)")
         written["tflite"] = [str(p) for p in tflite_paths]
@@ -224,7 +245,10 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         y = None if any(label is None for label in labels) else np.asarray(labels)
         rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
         if "savedmodel" in written:
-            rows.insert(0, verify_saved_model(written["savedmodel"], paths, keras_probs, y))
+            from all_tf.evaluation.calibration import apply_temperature
+
+            rows.insert(0, verify_saved_model(written["savedmodel"], paths,
+                                              apply_temperature(keras_probs, cfg.temperature), y))
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}

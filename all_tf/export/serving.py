@@ -17,9 +17,13 @@ Signatures (input and output names are stable):
     ``pixels``: float32 [N, S, S, 3], already preprocessed, values in [0, 1]; values outside
     [0, 1] are refused (catches (x - 128) / 128 inputs).
 
-Both return ``probabilities`` float32 [N, 4] (order ``all_tf.CLASS_NAMES``), ``class_id`` int64
-[N], ``class_name`` string [N], ``confidence`` float32 [N] (max probability) and ``uncertain``
-bool [N] (``confidence < threshold``, the threshold stored with the model). A bad image fails
+Both return ``probabilities`` float32 [N, 4] (order ``all_tf.CLASS_NAMES``, after the
+model's stored temperature), ``class_id`` int64 [N], ``class_name`` string [N], ``confidence``
+float32 [N] (max probability), ``uncertain`` bool [N] (``confidence < threshold``, the threshold
+stored with the model) and ``status`` string [N]: ``ok``, ``uncertain`` or
+``rejected:<reason>``. A model exported with a gate (``gate.json`` beside it) also returns
+``ood_score`` float32 [N]; ``serving_default`` then rejects by the input checks (exposure,
+saturation, focus, stain) and the feature distance, ``predict_pixels`` by the distance only. A bad image fails
 the request with an InvalidArgumentError that names its index and the reason.
 
 For runs trained on nucleus crops (``input_mode="crops"``) segmentation cannot run in the
@@ -152,17 +156,29 @@ def to_rgb(img: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(out, [None, None, 3])
 
 
-def _outputs(probs: tf.Tensor, threshold: float) -> dict[str, tf.Tensor]:
+def _outputs(probs: tf.Tensor, threshold: float, temperature: float = 1.0,
+             reason: tf.Tensor | None = None, ood_score: tf.Tensor | None = None,
+             ood_threshold: float | None = None) -> dict[str, tf.Tensor]:
+    from all_tf.export.graph_gate import status_graph
+
     probs = tf.cast(probs, tf.float32)
+    if temperature != 1.0:
+        probs = tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-12)) / temperature, axis=1)
     class_id = tf.argmax(probs, axis=1, output_type=tf.int64)
     confidence = tf.reduce_max(probs, axis=1)
-    return {
+    if reason is None:
+        reason = tf.fill(tf.shape(confidence), "")
+    out = {
         "probabilities": probs,
         "class_id": class_id,
         "class_name": tf.gather(tf.constant(list(CLASS_NAMES)), class_id),
         "confidence": confidence,
         "uncertain": confidence < threshold,
+        "status": status_graph(confidence, threshold, reason, ood_score, ood_threshold),
     }
+    if ood_score is not None:
+        out["ood_score"] = ood_score
+    return out
 
 
 def check_pixel_range(pixels: tf.Tensor, lo: float = 0.0, hi: float = 1.0) -> tf.Tensor:
@@ -195,6 +211,7 @@ def export_saved_model(
     version: int | None = None,
     threshold: float | None = None,
     source: str | None = None,
+    gate=None,
 ) -> Path:
     """Write the model as a TF Serving SavedModel; return the version folder.
 
@@ -207,6 +224,9 @@ def export_saved_model(
         version: version number; default: one above the highest present.
         threshold: uncertainty threshold; default ``cfg.uncertainty_threshold``.
         source: where the model came from, recorded in the metadata.
+        gate: the model's :class:`all_tf.inference.Gate`, or None; with it both signatures
+            add ``status`` (and ``ood_score``), ``serving_default`` applying the input checks
+            in the graph (:mod:`all_tf.export.graph_gate`).
 
     Raises:
         FileExistsError: the version folder already exists.
@@ -230,31 +250,66 @@ def export_saved_model(
         raise FileExistsError(f"{final}: version {version} already exists; choose another")
 
     n_classes = len(CLASS_NAMES)
+    temperature = float(cfg.temperature)
+    distance = gate.distance if gate is not None else None
+    if distance is not None:
+        from all_tf.export.graph_gate import mahalanobis_graph
+        from all_tf.models import feature_extractor
+
+        net = keras.Model(model.inputs[0], [model.outputs[0],
+                                            feature_extractor(model).outputs[0]])
+        n_features = int(distance.means.shape[1])
+    else:
+        net = model
 
     def run_model(pixels):
-        # An empty batch is answered without the model: TF's conv kernels mis-shape N = 0.
-        return tf.cond(
-            tf.shape(pixels)[0] > 0,
-            lambda: tf.cast(model(pixels, training=False), tf.float32),
-            lambda: tf.zeros([0, n_classes], tf.float32),
-        )
+        """(probabilities, OOD score or None); an empty batch is answered without the model:
+        TF's conv kernels mis-shape N = 0."""
+        if distance is None:
+            return tf.cond(
+                tf.shape(pixels)[0] > 0,
+                lambda: tf.cast(net(pixels, training=False), tf.float32),
+                lambda: tf.zeros([0, n_classes], tf.float32),
+            ), None
+
+        def both():
+            p, f = net(pixels, training=False)
+            return tf.cast(p, tf.float32), tf.reshape(tf.cast(f, tf.float32), [-1, n_features])
+
+        probs, feats = tf.cond(
+            tf.shape(pixels)[0] > 0, both,
+            lambda: (tf.zeros([0, n_classes], tf.float32), tf.zeros([0, n_features], tf.float32)))
+        return probs, mahalanobis_graph(feats, distance.means, distance.precision)
+
+    ood_threshold = None if distance is None else distance.threshold
 
     def predict_pixels(pixels):
         pixels = check_pixel_range(pixels, lo, hi)
-        return _outputs(run_model(pixels), threshold)
+        probs, ood = run_model(pixels)
+        return _outputs(probs, threshold, temperature, None, ood, ood_threshold)
 
     def serve_bytes(image_bytes):
+        from all_tf.export.graph_gate import gate_reason_graph, gate_statistics_graph
+
         n = tf.shape(image_bytes)[0]
-        pixels = tf.map_fn(
-            lambda args: preprocess_graph(decode_checked(args[0], args[1]), cfg.preprocess),
-            (image_bytes, tf.range(n)),
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+
+        def one(args):
+            rgb = decode_checked(args[0], args[1])
+            stats = gate_statistics_graph(rgb) if gate is not None else tf.zeros([5])
+            return preprocess_graph(rgb, cfg.preprocess), stats
+
+        pixels, stats = tf.map_fn(
+            one, (image_bytes, tf.range(n)),
+            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32),
+                                 tf.TensorSpec([5], tf.float32)),
         )
-        return _outputs(run_model(pixels), threshold)
+        reason = gate_reason_graph(stats, gate.bounds) if gate is not None else None
+        probs, ood = run_model(pixels)
+        return _outputs(probs, threshold, temperature, reason, ood, ood_threshold)
 
     pixel_spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")]
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(net)
     if cfg.preprocess.input_mode == "crops":
         archive.add_endpoint("serving_default", predict_pixels, input_signature=pixel_spec)
     else:
@@ -278,11 +333,13 @@ def export_saved_model(
                                else "string [N] encoded JPEG/PNG/GIF/BMP"},
                 },
                 "predict_pixels": {"inputs": {"pixels": f"float32 [N,{size},{size},3] in [{lo}, {hi}]"}},
-                "outputs": ["probabilities", "class_id", "class_name", "confidence", "uncertain"],
+                "outputs": ["probabilities", "class_id", "class_name", "confidence", "uncertain",
+                            "status"] + (["ood_score"] if distance is not None else []),
             },
             input={"layout": "NHWC", "dtype": "float32", "value_range": [lo, hi],
                    "shape": [None, size, size, 3]},
             source=source,
+            gate=None if gate is None else gate.to_dict(),
         )
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)

@@ -164,6 +164,7 @@ def export_tflite(
     model_name: str = "all_tf",
     threshold: float | None = None,
     source: str | None = None,
+    gate=None,
 ) -> list[Path]:
     """Write ``<out_dir>/<model_name>_<variant>.tflite`` (+ ``.json``) and ``labels.txt``.
 
@@ -177,6 +178,9 @@ def export_tflite(
         model_name: file name prefix.
         threshold: uncertainty threshold; default ``cfg.uncertainty_threshold``.
         source: recorded in the metadata.
+        gate: the model's :class:`all_tf.inference.Gate`; its input checks (statistics,
+            bounds, order) go into the metadata so an app can apply the same gate. The
+            feature distance needs pooled features, which the TFLite files do not output.
 
     Returns:
         The ``.tflite`` paths, in the order of ``variants``.
@@ -220,6 +224,12 @@ def export_tflite(
                 calibration_images=(int(len(calibration)) if variant in ("int8", "int16x8")
                                     else None),
                 source=source,
+                gate=None if gate is None else {
+                    **gate.to_dict(), "ood": None,
+                    "how": "statistics of the decoded RGB image resized to gate_size x "
+                           "gate_size (all_tf.inference.gate.image_statistics); the first "
+                           "check [statistic, 0 = below low / 1 = above high, reason] that "
+                           "fails gives status rejected:<reason>"},
             )
             atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
             paths.append(path)

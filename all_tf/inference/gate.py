@@ -88,13 +88,32 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     }
 
 
+def _forward(name: str, x: np.ndarray) -> np.ndarray:
+    """The scale on which a statistic's margin is added (so bounds respect its natural range)."""
+    if name == "brightness":  # in (0, 255): logit
+        p = np.clip(x / 255.0, 1e-4, 1 - 1e-4)
+        return np.log(p / (1 - p))
+    if name in ("saturation", "focus"):  # >= 0, skewed: log
+        return np.log1p(x)
+    return x
+
+
+def _inverse(name: str, y: float) -> float:
+    if name == "brightness":
+        return float(255.0 / (1.0 + np.exp(-y)))
+    if name in ("saturation", "focus"):
+        return float(np.expm1(y))
+    return float(y)
+
+
 def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.002,
                      margin: float = 0.25) -> dict[str, list[float | None]]:
     """Bounds of each statistic from training images.
 
     Each bound is the ``quantile`` (lower) or ``1 - quantile`` (upper) quantile, widened by
-    ``margin`` times the distance between the two. The nucleus count has only a lower bound,
-    at least 1.
+    ``margin`` times the distance between the two, on a scale that fits the statistic (logit
+    of brightness / 255, log(1 + x) of saturation and focus, linear for stain). The nucleus
+    count has only a lower bound, at least 1.
 
     Returns:
         ``{statistic: [low, high]}`` (``high`` None for ``nuclei``).
@@ -104,12 +123,12 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.002,
     bounds: dict[str, list[float | None]] = {}
     for name in STATISTICS:
         values = np.array([s[name] for s in stats], dtype=np.float64)
-        lo, hi = np.quantile(values, [quantile, 1 - quantile])
         if name == "nuclei":
-            bounds[name] = [max(1.0, float(np.floor(lo))), None]
+            bounds[name] = [max(1.0, float(np.floor(np.quantile(values, quantile)))), None]
             continue
+        lo, hi = np.quantile(_forward(name, values), [quantile, 1 - quantile])
         width = hi - lo
-        bounds[name] = [float(lo - margin * width), float(hi + margin * width)]
+        bounds[name] = [_inverse(name, lo - margin * width), _inverse(name, hi + margin * width)]
     return bounds
 
 

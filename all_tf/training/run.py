@@ -41,6 +41,7 @@ def _comparable(d: dict) -> dict:
     d = json.loads(json.dumps(d))
     d["preprocess"]["reinhard_target"] = None  # fitted at the start of the run
     d["train"].pop("strategy", None)  # the same run may resume on other hardware
+    d.pop("temperature", None)  # fitted after training (python -m all_tf.calibrate)
     return d
 
 

@@ -1,0 +1,80 @@
+"""In-graph twin of the input gate (:mod:`all_tf.inference.gate`) for the SavedModel.
+
+The serving graph computes the same image statistics on the decoded image (resized to
+``GATE_SIZE``): brightness, saturation, focus and stain (LAB a*, b*); the nucleus count needs
+connected components and is left to the host (``python -m all_tf.predict``). The feature
+distance is computed from the model's pooled features. Small differences from the host
+statistics (integer rounding in OpenCV's colour conversions) are far inside the fitted margins.
+
+Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> from all_tf.export.graph_gate import gate_statistics_graph
+    >>> stats = gate_statistics_graph(tf.zeros([40, 60, 3], tf.uint8))
+    >>> [round(float(v), 1) for v in stats.numpy()]
+    [0.0, 0.0, 0.0, 128.0, 128.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
+from all_tf.inference.gate import CHECKS, GATE_SIZE
+
+GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b")
+_LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+
+
+def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
+    """float32 (5,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
+    x = resize_uint8(rgb, GATE_SIZE)
+    f = tf.cast(x, tf.float32)
+    grey = tf.round(f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114)
+    hi = tf.reduce_max(f, axis=-1)
+    lo = tf.reduce_min(f, axis=-1)
+    saturation = tf.where(hi > 0, tf.round(255.0 * (hi - lo) / tf.maximum(hi, 1.0)), 0.0)
+    padded = tf.pad(grey[None, ..., None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    lap = tf.nn.conv2d(padded, _LAPLACIAN[..., None, None], strides=1, padding="VALID")
+    lab = tf.cast(rgb_to_lab8(x), tf.float32)
+    return tf.stack([
+        tf.reduce_mean(grey),
+        tf.reduce_mean(saturation),
+        tf.math.reduce_variance(lap),
+        tf.reduce_mean(lab[..., 1]),
+        tf.reduce_mean(lab[..., 2]),
+    ])
+
+
+def gate_reason_graph(stats: tf.Tensor, bounds: dict) -> tf.Tensor:
+    """string [N]: the first failing input check's reason per row of ``stats`` (N, 5), or ""."""
+    reason = tf.fill(tf.shape(stats)[:1], "")
+    for name, side, why in reversed(CHECKS):  # earlier checks overwrite later ones
+        if name not in GRAPH_STATISTICS:
+            continue
+        limit = (bounds.get(name) or [None, None])[side]
+        if limit is None:
+            continue
+        value = stats[:, GRAPH_STATISTICS.index(name)]
+        failed = value < limit if side == 0 else value > limit
+        reason = tf.where(failed, why, reason)
+    return reason
+
+
+def mahalanobis_graph(features: tf.Tensor, means: np.ndarray, precision: np.ndarray) -> tf.Tensor:
+    """float32 [N]: min over classes of (f - mean)^T P (f - mean) for features (N, D)."""
+    f = tf.cast(features, tf.float32)
+    d = f[:, None, :] - tf.constant(means, tf.float32)[None]  # (N, C, D)
+    dist = tf.einsum("ncd,de,nce->nc", d, tf.constant(precision, tf.float32), d)
+    return tf.reduce_min(dist, axis=1)
+
+
+def status_graph(confidence: tf.Tensor, threshold: float, reason: tf.Tensor,
+                 ood_score: tf.Tensor | None = None, ood_threshold: float | None = None
+                 ) -> tf.Tensor:
+    """string [N]: ``ok``, ``uncertain`` or ``rejected:<reason>`` (as ``Gate.status``)."""
+    if ood_score is not None and ood_threshold is not None:
+        reason = tf.where((reason == "") & (ood_score > ood_threshold), "out_of_distribution",
+                          reason)
+    plain = tf.where(confidence < threshold, "uncertain", "ok")
+    return tf.where(reason == "", plain, tf.strings.join(["rejected:", reason]))

@@ -1,0 +1,176 @@
+"""The input gate, the feature distance, calibration of a run and predict's status column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from all_tf.inference import (
+    REASONS,
+    FeatureDistance,
+    Gate,
+    fit_input_bounds,
+    image_statistics,
+    input_reason,
+)
+from all_tf.io import read_image
+
+
+@pytest.fixture(scope="module")
+def sample_images(sample_all4):
+    return [read_image(p) for p in sorted(sample_all4.glob("*/*.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def bounds(sample_images):
+    return fit_input_bounds([image_statistics(im) for im in sample_images])
+
+
+def test_statistics_of_known_images():
+    black = image_statistics(np.zeros((300, 500, 3), np.uint8))
+    assert black["brightness"] == 0 and black["saturation"] == 0 and black["nuclei"] == 0
+    assert black["focus"] == 0
+    red = image_statistics(np.dstack([np.full((50, 50), 255, np.uint8),
+                                      np.zeros((50, 50), np.uint8), np.zeros((50, 50), np.uint8)]))
+    assert red["saturation"] == 255 and red["stain_a"] > 200  # OpenCV LAB: a* of red ~ 208
+
+
+def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_images, bounds):
+    assert all(input_reason(image_statistics(im), bounds) is None for im in sample_images)
+    field = sample_images[0]
+    grey = np.repeat(cv2.cvtColor(field, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    cases = {
+        "too_dark": np.zeros_like(field),
+        "too_bright": np.full_like(field, 255),
+        "not_colour": grey,
+        "blurred": cv2.GaussianBlur(field, (0, 0), 8),
+        "noisy": np.clip(field + np.random.default_rng(0).normal(0, 60, field.shape), 0,
+                         255).astype(np.uint8),
+    }
+    for reason, image in cases.items():
+        assert input_reason(image_statistics(image), bounds) == reason, reason
+    assert set(cases) <= set(REASONS)
+
+
+def test_bounds_come_from_the_data():
+    stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
+              "stain_b": 120.0, "nuclei": n}
+             for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50)]
+    b = fit_input_bounds(stats, quantile=0.0, margin=0.1)
+    assert b["stain_a"] == pytest.approx([100 - 9.9, 199 + 9.9])  # linear scale
+    w = np.log1p(90) - np.log1p(10)  # log(1 + x) scale: the margin is relative
+    assert b["saturation"] == pytest.approx([np.expm1(np.log1p(10) - 0.1 * w),
+                                             np.expm1(np.log1p(90) + 0.1 * w)])
+    assert b["nuclei"] == [3.0, None] and b["brightness"] == pytest.approx([150.0, 150.0])
+
+
+def test_feature_distance_separates_far_points_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (4, 8))
+    labels = np.repeat(np.arange(4), 100)
+    train = centres[labels] + rng.normal(0, 1, (400, 8))
+    held_out = centres[labels] + rng.normal(0, 1, (400, 8))
+    d = FeatureDistance.fit(train, labels)
+    t = d.calibrate(held_out, 0.99)
+    assert np.mean(d.score(held_out) > t) == pytest.approx(0.01, abs=0.006)
+    far = centres[labels[:50]] + rng.normal(0, 1, (50, 8)) + 12.0
+    assert np.all(d.score(far) > t)
+    d.save(tmp_path / "ood.npz")
+    again = FeatureDistance.load(tmp_path / "ood.npz")
+    assert again.threshold == t and np.allclose(again.score(far), d.score(far), rtol=1e-5)
+
+
+def test_gate_status_order_and_files(tmp_path, bounds):
+    d = FeatureDistance(np.zeros((1, 2), np.float32), np.eye(2, dtype=np.float32), 4.0)
+    gate = Gate(bounds, d)
+    ok = {k: (v[0] if v[1] is None else (v[0] + v[1]) / 2) for k, v in bounds.items()}
+    assert gate.status(ok, 1.0, 0.9, 0.7) == "ok"
+    assert gate.status(ok, 1.0, 0.5, 0.7) == "uncertain"
+    assert gate.status(ok, 9.0, 0.99, 0.7) == "rejected:out_of_distribution"
+    assert gate.status({**ok, "brightness": 0.0}, 9.0, 0.99, 0.7) == "rejected:too_dark"
+    gate.save(tmp_path)
+    again = Gate.load(tmp_path)
+    assert again.bounds == json.loads(json.dumps(bounds)) and again.distance.threshold == 4.0
+    assert Gate.load(tmp_path / "nowhere") is None
+
+
+# ---------------------------------------------------------------- a calibrated run end to end
+
+
+@pytest.fixture(scope="module")
+def gated_run(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    from click.testing import CliRunner
+    from deploy_helpers import make_tiny_run
+
+    from all_tf.calibrate import calibrate_run
+    from all_tf.export.cli import main as export_main
+
+    run_dir, _, _ = make_tiny_run(tmp_path_factory.mktemp("gated"))
+    summary = calibrate_run(run_dir)
+    assert summary["temperature"] > 0 and (run_dir / "gate.json").is_file()
+    result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify", "--formats",
+                                              "savedmodel,float32"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def strange_inputs(tmp_path_factory, sample_all4):
+    """The black 4000 x 4000 JPEG and the grayscale Pro field of the issue, and a real field."""
+    folder = tmp_path_factory.mktemp("strange")
+    cv2.imwrite(str(folder / "black.jpg"), np.zeros((4000, 4000, 3), np.uint8))
+    field = cv2.imread(str(sorted((sample_all4 / "Pro").glob("*.jpg"))[0]))
+    cv2.imwrite(str(folder / "grey_pro.png"), cv2.cvtColor(field, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "field.png"), field)
+    return folder
+
+
+def _predict_rows(model, folder, tmp_path):
+    import csv
+
+    from click.testing import CliRunner
+
+    from all_tf.predict import main
+
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(main, [str(model), str(folder), "-o", str(out), "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as f:
+        return {Path(r["file"]).name: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("backend", ["keras", "savedmodel", "tflite"])
+def test_black_frame_and_grayscale_field_are_rejected_by_every_backend(
+        backend, gated_run, strange_inputs, tmp_path):
+    if backend == "tflite":
+        pytest.importorskip("ai_edge_litert")
+    model = {"keras": gated_run,
+             "savedmodel": gated_run / "export" / "serving" / "all_tf",
+             "tflite": gated_run / "export" / "tflite" / "all_tf_float32.tflite"}[backend]
+    rows = _predict_rows(model, strange_inputs, tmp_path)
+    assert rows["black.jpg"]["status"] == "rejected:too_dark"
+    assert rows["grey_pro.png"]["status"] == "rejected:not_colour"
+    assert rows["black.jpg"]["class"] == "" and rows["grey_pro.png"]["class"] == ""
+    assert rows["field.png"]["status"] in ("ok", "uncertain")
+    assert rows["field.png"]["class"] in ("Benign", "Early", "Pre", "Pro")
+
+
+def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inputs):
+    import tensorflow as tf
+
+    from all_tf.export.serving import find_saved_model
+
+    fn = tf.saved_model.load(str(find_saved_model(gated_run / "export" / "serving" / "all_tf"))
+                             ).signatures["serving_default"]
+    names = ["black.jpg", "grey_pro.png", "field.png"]
+    out = fn(image_bytes=tf.constant([(strange_inputs / n).read_bytes() for n in names]))
+    status = [s.decode() for s in out["status"].numpy()]
+    assert status[:2] == ["rejected:too_dark", "rejected:not_colour"]
+    assert status[2] in ("ok", "uncertain", "rejected:out_of_distribution")
+    assert out["ood_score"].shape == (3,)
