@@ -59,7 +59,8 @@ def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_im
 def test_bounds_come_from_the_data():
     stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
               "stain_b": 120.0, "nuclei": n}
-             for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50)]
+             for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50,
+                                    strict=True)]
     b = fit_input_bounds(stats, quantile=0.0, margin=0.1)
     assert b["stain_a"] == pytest.approx([100 - 9.9, 199 + 9.9])  # linear scale
     w = np.log1p(90) - np.log1p(10)  # log(1 + x) scale: the margin is relative
