@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv (when missing or out of date) and run a project task.
-#   bash dev.sh demo [train options]   train on the sample shipped in all_tf/sample_data
+#   bash dev.sh demo [demo options]    classify the shipped sample with the released model
+#   bash dev.sh train-demo [options]   train the quick preset on the shipped sample
 #   bash dev.sh test [pytest options]  run the test suite
 #   bash dev.sh setup                  only create/update .venv
 set -euo pipefail
@@ -34,7 +35,8 @@ task=${1:-}
 shift || true
 case "$task" in
   setup) setup ;;
-  demo) setup; exec .venv/bin/python -m all_tf.train "$@" ;;
+  demo) setup; exec .venv/bin/python -m all_tf.demo "$@" ;;
+  train-demo) setup; exec .venv/bin/python -m all_tf.train "$@" ;;
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
-  *) echo "usage: bash dev.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh {demo|train-demo|test|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -17,8 +17,9 @@ feature distance, Keras models with a gate only); ``nuclei`` (connected componen
 a bad file never stops the others).
 
 Example:
-    $ python -m all_tf.predict runs/v2s/checkpoints/best.keras all_tf/sample_data/all4 -o preds.csv
-    $ python -m all_tf.predict export/tflite/all_tf_int8.tflite "smears/*.png" --format json
+    $ python -m all_tf.predict all_tf/sample_data/all4 -o preds.csv       # the released model
+    $ python -m all_tf.predict --model runs/v2s/checkpoints/best.keras smears/ -o preds.csv
+    $ python -m all_tf.predict --model export/tflite/all_tf_int8.tflite "smears/*.png" --format json
 """
 
 from __future__ import annotations
@@ -324,9 +325,38 @@ def write_rows(rows: list[dict], fmt: str, stream) -> None:
     writer.writerows(rows)
 
 
+def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The model path and the image inputs of a command line.
+
+    ``--model`` may be a released model's short name (``light``) or a path; without it the
+    default released model is used, unless the first input is itself a model (a ``.keras`` or
+    ``.tflite`` file, a run directory or a SavedModel folder: the older ``MODEL INPUTS...``
+    form).
+    """
+    from all_tf.models.released import DEFAULT_MODEL, RELEASED, released_dir
+
+    if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
+        return inputs[0], inputs[1:]
+    model = model or DEFAULT_MODEL
+    if model in RELEASED or model in RELEASED.values():
+        folder = released_dir(model)
+        return str(folder / "model.keras"), inputs
+    return model, inputs
+
+
+def _is_model(path: Path) -> bool:
+    if path.suffix in (".keras", ".tflite"):
+        return path.is_file()
+    return path.is_dir() and ((path / "checkpoints" / "best.keras").is_file()
+                              or (path / "saved_model.pb").is_file()
+                              or any(path.glob("[0-9]*/saved_model.pb")))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model",
+              help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
+                   "directory, SavedModel folder or .tflite file [default: light].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Config JSON overriding the one stored with the model.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -341,13 +371,16 @@ def write_rows(rows: list[dict], fmt: str, stream) -> None:
 @click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on standard error.")
-def main(model, inputs, config_path, output, fmt, overlays, threshold, batch_size, threads, progress):
-    """Classify INPUTS (images, folders or globs) with MODEL.
+def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_size, threads,
+         progress):
+    """Classify INPUTS (images, folders or globs) with the released model or --model.
 
-    MODEL is a .keras file or run directory, a SavedModel folder (or TF Serving's
-    <name>/<version>/ layout) or a .tflite file with its .json metadata beside it.
+    --model is a released model's name, a .keras file or run directory, a SavedModel folder
+    (or TF Serving's <name>/<version>/ layout) or a .tflite file with its .json metadata
+    beside it. The older form "predict MODEL INPUTS..." still works.
     """
     try:
+        model, inputs = resolve_model(model, inputs)
         backend = load_backend(model, config_path, threads)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

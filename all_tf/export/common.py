@@ -65,6 +65,8 @@ def resolve_source(source: str | Path, config: str | Path | None = None) -> Mode
     config_path = Path(config) if config is not None else None
     if config_path is None and run_dir is not None and (run_dir / "config.json").is_file():
         config_path = run_dir / "config.json"
+    if config_path is None and source.is_file() and (source.parent / "config.json").is_file():
+        config_path = source.parent / "config.json"  # a released model's folder
     cfg = Config.load(config_path) if config_path is not None else Config()
     return ModelSource(model_path, cfg, run_dir, config_path)
 
