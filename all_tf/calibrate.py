@@ -3,7 +3,7 @@
 From the run's own split: the softmax temperature on the validation part (written to
 ``config.json`` as ``temperature``), the input bounds on the training images, the Mahalanobis
 feature distance on their pooled features with its threshold at the 99th percentile of the
-validation part (``gate.json`` + ``ood.npz``). ``predict`` and ``export`` then apply them.
+validation part times 3 (``gate.json`` + ``ood.npz``). ``predict`` and ``export`` then apply them.
 
 Example:
     $ python -m all_tf.calibrate runs/mnv3_contiguous_f4
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-GATE_QUANTILE = 0.99
+from all_tf.inference.analysis import OOD_QUANTILE as GATE_QUANTILE
 
 
 def calibrate_run(run_dir: str | Path, data_dir: str | None = None,

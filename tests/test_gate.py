@@ -58,7 +58,8 @@ def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_im
 
 def test_bounds_come_from_the_data():
     stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
-              "stain_b": 120.0, "nuclei": n}
+              "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_area": 0.1,
+              "nuclei": n}
              for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50,
                                     strict=True)]
     b = fit_input_bounds(stats, quantile=0.0, margin=0.1)
@@ -175,3 +176,15 @@ def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inpu
     assert status[:2] == ["rejected:too_dark", "rejected:not_colour"]
     assert status[2] in ("ok", "uncertain", "rejected:out_of_distribution")
     assert out["ood_score"].shape == (3,)
+
+
+def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):
+    tf = pytest.importorskip("tensorflow")
+    from all_tf.export.graph_gate import GRAPH_STATISTICS, gate_statistics_graph
+
+    for rgb in sample_images[::6]:
+        host = image_statistics(rgb)
+        graph = gate_statistics_graph(tf.constant(rgb)).numpy()
+        for name, value in zip(GRAPH_STATISTICS, graph, strict=True):
+            tolerance = 0.05 * abs(host[name]) if name == "focus" else 1.0
+            assert abs(value - host[name]) <= tolerance, (name, value, host[name])

@@ -2,7 +2,7 @@
 
 The serving graph computes the same image statistics on the decoded image (resized to
 ``GATE_SIZE``): brightness, saturation, focus and stain (LAB a*, b*); the nucleus count needs
-connected components and is left to the host (``python -m all_tf.predict``). The feature
+connected components, like the nucleus area, and both are left to the host (``python -m all_tf.predict``). The feature
 distance is computed from the model's pooled features. Small differences from the host
 statistics (integer rounding in OpenCV's colour conversions) are far inside the fitted margins.
 
@@ -11,7 +11,7 @@ Example:
     >>> from all_tf.export.graph_gate import gate_statistics_graph
     >>> stats = gate_statistics_graph(tf.zeros([40, 60, 3], tf.uint8))
     >>> [round(float(v), 1) for v in stats.numpy()]
-    [0.0, 0.0, 0.0, 128.0, 128.0]
+    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0]
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import numpy as np
 import tensorflow as tf
 
 from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
-from all_tf.inference.gate import CHECKS, GATE_SIZE
+from all_tf.inference.gate import CHECKS, DOMINANT_SHARE, GATE_SIZE
 
-GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b")
+GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
+                    "nucleus_b")
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 
 
 def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
-    """float32 (5,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
+    """float32 (7,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
     x = resize_uint8(rgb, GATE_SIZE)
     f = tf.cast(x, tf.float32)
     grey = tf.round(f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114)
@@ -37,17 +38,22 @@ def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
     padded = tf.pad(grey[None, ..., None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
     lap = tf.nn.conv2d(padded, _LAPLACIAN[..., None, None], strides=1, padding="VALID")
     lab = tf.cast(rgb_to_lab8(x), tf.float32)
+    k = max(1, int(round(DOMINANT_SHARE * GATE_SIZE * GATE_SIZE)))
+    top = tf.math.top_k(tf.reshape(saturation, [-1]), k=k).indices
+    dominant = tf.gather(tf.reshape(lab, [-1, 3]), top)
     return tf.stack([
         tf.reduce_mean(grey),
         tf.reduce_mean(saturation),
         tf.math.reduce_variance(lap),
         tf.reduce_mean(lab[..., 1]),
         tf.reduce_mean(lab[..., 2]),
+        tf.reduce_mean(dominant[:, 1]),
+        tf.reduce_mean(dominant[:, 2]),
     ])
 
 
 def gate_reason_graph(stats: tf.Tensor, bounds: dict) -> tf.Tensor:
-    """string [N]: the first failing input check's reason per row of ``stats`` (N, 5), or ""."""
+    """string [N]: the first failing input check's reason per row of ``stats`` (N, 7), or ""."""
     reason = tf.fill(tf.shape(stats)[:1], "")
     for name, side, why in reversed(CHECKS):  # earlier checks overwrite later ones
         if name not in GRAPH_STATISTICS:

@@ -289,19 +289,24 @@ def export_saved_model(
         return _outputs(probs, threshold, temperature, None, ood, ood_threshold)
 
     def serve_bytes(image_bytes):
-        from all_tf.export.graph_gate import gate_reason_graph, gate_statistics_graph
+        from all_tf.export.graph_gate import (
+            GRAPH_STATISTICS,
+            gate_reason_graph,
+            gate_statistics_graph,
+        )
 
+        n_stats = len(GRAPH_STATISTICS)
         n = tf.shape(image_bytes)[0]
 
         def one(args):
             rgb = decode_checked(args[0], args[1])
-            stats = gate_statistics_graph(rgb) if gate is not None else tf.zeros([5])
+            stats = gate_statistics_graph(rgb) if gate is not None else tf.zeros([n_stats])
             return preprocess_graph(rgb, cfg.preprocess), stats
 
         pixels, stats = tf.map_fn(
             one, (image_bytes, tf.range(n)),
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32),
-                                 tf.TensorSpec([5], tf.float32)),
+                                 tf.TensorSpec([n_stats], tf.float32)),
         )
         reason = gate_reason_graph(stats, gate.bounds) if gate is not None else None
         probs, ood = run_model(pixels)

@@ -97,9 +97,14 @@ def analyse_records(records, cfg: Config, fn, batch_size: int = 32) -> Analysis:
     return out
 
 
-def fit_gate(train: Analysis, val: Analysis, quantile: float = 0.99) -> Gate:
+OOD_QUANTILE = 0.99
+OOD_FACTOR = 3.0  # a new slide batch lies farther than the validation block (docs/results.md)
+
+
+def fit_gate(train: Analysis, val: Analysis, quantile: float = OOD_QUANTILE,
+             factor: float = OOD_FACTOR) -> Gate:
     """A gate whose input bounds come from ``train`` images and whose feature distance is
-    fitted on ``train`` and thresholded at the ``quantile`` of ``val`` scores."""
+    fitted on ``train``, its threshold ``factor`` times the ``quantile`` of ``val`` scores."""
     distance = FeatureDistance.fit(train.features, train.labels)
-    distance.calibrate(val.features, quantile)
+    distance.calibrate(val.features, quantile, factor)
     return Gate(fit_input_bounds(train.statistics), distance)

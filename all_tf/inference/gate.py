@@ -5,8 +5,10 @@ The gate runs before the class is reported and gives every prediction a status:
 
 * ``rejected:<reason>`` — the input is not a smear field like those the model was trained on:
   ``too_dark`` / ``too_bright`` (mean grey level), ``not_colour`` (mean HSV saturation),
-  ``unusual_stain`` (saturation or mean LAB a*/b* outside the training range), ``blurred`` /
-  ``noisy`` (variance of the Laplacian), ``no_nucleus`` (no purple-index nucleus), or
+  ``unusual_stain`` (saturation, or mean LAB a*/b* of the field or of its most saturated
+  pixels, outside the training range), ``blurred`` / ``noisy`` (variance of the Laplacian),
+  ``no_nucleus`` (no purple-index nucleus), ``wrong_scale`` (nuclei cover far more or less of
+  the field than in training: another magnification or a single-cell crop), or
   ``out_of_distribution`` (the model's pooled features are far from every class of its
   training images: Mahalanobis distance to the nearest class mean, shared covariance);
 * ``uncertain`` — the calibrated confidence is below the model's threshold;
@@ -35,7 +37,9 @@ from pathlib import Path
 import numpy as np
 
 GATE_SIZE = 224
-STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nuclei")
+STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
+              "nucleus_b", "nucleus_area", "nuclei")
+DOMINANT_SHARE = 0.05  # nucleus_a/b: mean over this share of the most saturated pixels
 # (statistic, side) -> reason; checked in this order, the first failing check names the reason
 CHECKS = (
     ("brightness", 0, "too_dark"),
@@ -48,7 +52,13 @@ CHECKS = (
     ("stain_a", 1, "unusual_stain"),
     ("stain_b", 0, "unusual_stain"),
     ("stain_b", 1, "unusual_stain"),
+    ("nucleus_a", 0, "unusual_stain"),
+    ("nucleus_a", 1, "unusual_stain"),
+    ("nucleus_b", 0, "unusual_stain"),
+    ("nucleus_b", 1, "unusual_stain"),
     ("nuclei", 0, "no_nucleus"),
+    ("nucleus_area", 0, "wrong_scale"),
+    ("nucleus_area", 1, "wrong_scale"),
 )
 REASONS = tuple(dict.fromkeys(r for *_, r in CHECKS)) + ("out_of_distribution",)
 GATE_FILE = "gate.json"
@@ -61,8 +71,11 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     Returns:
         ``brightness`` (mean grey level, 0-255), ``saturation`` (mean HSV S, 0-255), ``focus``
         (variance of the Laplacian of the grey image), ``stain_a`` / ``stain_b`` (mean OpenCV
-        LAB a* and b*, 0-255, 128 neutral), ``nuclei`` (purple-index nucleus components), all
-        on the image resized to GATE_SIZE x GATE_SIZE.
+        LAB a* and b*, 0-255, 128 neutral), ``nucleus_a`` / ``nucleus_b`` (the same over the
+        5 % most saturated pixels: the stained nuclei, purple = high a*, low b*), ``nuclei``
+        (purple-index nucleus components), ``nucleus_area`` (their share of the image, 0-1: a
+        single cell filling the frame is another magnification), all on the image resized to
+        GATE_SIZE x GATE_SIZE.
     """
     import cv2
 
@@ -76,15 +89,22 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     try:
         mask = segment_nuclei(small, seg_cfg)
         nuclei = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+        area = float(mask.mean())
     except ValueError:  # a flat image has no threshold to find
-        nuclei = 0
+        nuclei, area = 0, 0.0
+    sat = hsv[..., 1].ravel()
+    k = max(1, int(round(DOMINANT_SHARE * sat.size)))
+    dominant = lab.reshape(-1, 3)[np.argpartition(sat, sat.size - k)[-k:]].astype(np.float64)
     return {
         "brightness": float(grey.mean()),
         "saturation": float(hsv[..., 1].mean()),
         "focus": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
         "stain_a": float(lab[..., 1].mean()),
         "stain_b": float(lab[..., 2].mean()),
+        "nucleus_a": float(dominant[:, 1].mean()),
+        "nucleus_b": float(dominant[:, 2].mean()),
         "nuclei": float(nuclei),
+        "nucleus_area": area,
     }
 
 
@@ -106,13 +126,14 @@ def _inverse(name: str, y: float) -> float:
     return float(y)
 
 
-def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.002,
-                     margin: float = 0.25) -> dict[str, list[float | None]]:
+def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
+                     margin: float = 0.5) -> dict[str, list[float | None]]:
     """Bounds of each statistic from training images.
 
     Each bound is the ``quantile`` (lower) or ``1 - quantile`` (upper) quantile, widened by
     ``margin`` times the distance between the two, on a scale that fits the statistic (logit
-    of brightness / 255, log(1 + x) of saturation and focus, linear for stain). The nucleus
+    of brightness / 255, log(1 + x) of saturation and focus, linear for stain and nucleus
+    area). The nucleus
     count has only a lower bound, at least 1.
 
     Returns:
@@ -184,9 +205,11 @@ class FeatureDistance:
             best = dist if best is None else np.minimum(best, dist)
         return best
 
-    def calibrate(self, held_out_features: np.ndarray, quantile: float = 0.99) -> float:
-        """Set ``threshold`` to the ``quantile`` of held-out in-distribution scores."""
-        self.threshold = float(np.quantile(self.score(held_out_features), quantile))
+    def calibrate(self, held_out_features: np.ndarray, quantile: float = 0.99,
+                  factor: float = 1.0) -> float:
+        """Set ``threshold`` to ``factor`` times the ``quantile`` of held-out in-distribution
+        scores (``factor`` > 1 leaves room for the larger distances of a new batch)."""
+        self.threshold = float(factor * np.quantile(self.score(held_out_features), quantile))
         return self.threshold
 
     def save(self, path: str | Path) -> None:
