@@ -38,7 +38,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to RGB uint8 of shape (H, W, 3).
 
     Grayscale becomes RGB, alpha is dropped (composited on white where transparent),
-    palette images are expanded and 16-bit images scaled to 8 bits.
+    palette images are expanded, 16-bit images scaled to 8 bits and an EXIF orientation
+    applied (pixels as a viewer shows them).
 
     Raises:
         ImageReadError: empty, not an image, truncated, too small (< 16 px a side) or too
@@ -61,6 +62,11 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if min(width, height) < MIN_SIDE_PX:
         raise ImageReadError(name, f"image too small ({width}x{height}; need >= {MIN_SIDE_PX} px a side)")
 
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            orientation = probe.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # no or broken EXIF: pixels as stored
+        orientation = 1
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or mode == "P":
         # OpenCV cannot decode it (or would ignore the palette): let PIL do it.
@@ -74,7 +80,19 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
                     array = array[..., ::-1] if array.shape[2] == 3 else array[..., [2, 1, 0, 3]]
         except Exception as e:
             raise ImageReadError(name, f"corrupt or truncated image data ({e})") from None
-    return _to_rgb_uint8(np.ascontiguousarray(array), name)
+    return _apply_orientation(_to_rgb_uint8(np.ascontiguousarray(array), name), orientation)
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _apply_orientation(rgb: np.ndarray, orientation) -> np.ndarray:
+    """Turn pixels as stored into pixels as displayed, by the EXIF orientation tag (1-8)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(a, 1)[:, ::-1], 8: lambda a: np.rot90(a, 1)}
+    op = ops.get(orientation if isinstance(orientation, int) else 1)
+    return rgb if op is None else np.ascontiguousarray(op(rgb))
 
 
 def _to_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:

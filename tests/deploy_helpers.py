@@ -156,3 +156,60 @@ def write_bad_images(folder: Path) -> dict[str, Path]:
 
 def quiet_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# The bad-input sweep: every kind, what every entry point must make of it.
+ERROR, REJECTED, CLASSIFIED = "error", "rejected", "classified"
+
+
+def write_input_sweep(folder: Path, field_path: Path) -> dict[str, tuple[Path, str]]:
+    """At least 15 kinds of awkward input in ``folder``, made from the smear field at
+    ``field_path``; returns ``{kind: (path, expected)}`` with expected one of ERROR (a clear
+    error naming the file), REJECTED (a ``rejected:<reason>`` status) or CLASSIFIED (a valid
+    encoding of a real field: it must be classified like the field)."""
+    import cv2
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    field = cv2.cvtColor(cv2.imread(str(field_path)), cv2.COLOR_BGR2RGB)
+    grey = cv2.cvtColor(field, cv2.COLOR_RGB2GRAY)
+    out: dict[str, tuple[Path, str]] = {}
+
+    def put(kind, name, expected, data=None, image=None, **save):
+        path = folder / name
+        if data is not None:
+            path.write_bytes(data)
+        else:
+            image.save(path, **save)
+        out[kind] = (path, expected)
+
+    good = cv2.imencode(".jpg", cv2.cvtColor(field, cv2.COLOR_RGB2BGR))[1].tobytes()
+    put("empty", "empty.jpg", ERROR, data=b"")
+    put("truncated", "truncated.jpg", ERROR, data=good[: len(good) // 3])
+    put("not_an_image", "notes.png", ERROR, data=b"smear field notes\n" * 20)
+    put("one_pixel", "one_px.png", ERROR, data=png_bytes(field[:1, :1]))
+    put("huge_10k", "huge.png", ERROR, data=constant_png(10000, 10000))
+    put("black", "black.jpg", REJECTED, image=Image.fromarray(np.zeros((600, 800, 3), np.uint8)))
+    put("white", "white.png", REJECTED,
+        image=Image.fromarray(np.full((300, 300, 3), 255, np.uint8)))
+    put("grayscale", "grey.png", REJECTED, image=Image.fromarray(grey))
+    put("inverted", "inverted.png", REJECTED, image=Image.fromarray(255 - field))
+    put("sixteen_bit", "field16.png", CLASSIFIED,
+        data=cv2.imencode(".png", cv2.cvtColor(field, cv2.COLOR_RGB2BGR).astype(np.uint16)
+                          * 257)[1].tobytes())
+    put("palette", "palette.png", CLASSIFIED,
+        image=Image.fromarray(field).quantize(256, method=Image.Quantize.MEDIANCUT))
+    put("cmyk_jpeg", "cmyk.jpg", CLASSIFIED, image=Image.fromarray(field).convert("CMYK"),
+        quality=95)
+    rgba = np.dstack([field, np.full(field.shape[:2], 255, np.uint8)])
+    put("rgba", "rgba.png", CLASSIFIED, image=Image.fromarray(rgba))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees when displayed
+    put("exif_rotated", "exif.jpg", CLASSIFIED, image=Image.fromarray(np.rot90(field, 1).copy()),
+        exif=exif, quality=95)
+    put("unicode_name", "féld_血液_😀.png", CLASSIFIED, image=Image.fromarray(field))
+    loop_a, loop_b = folder / "loop_a.png", folder / "loop_b.png"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    out["symlink_loop"] = (loop_a, ERROR)
+    return out

@@ -190,3 +190,21 @@ def test_pipeline_yields_every_good_image_despite_bad_files(tmp_path, caplog):
     messages = [rec.getMessage() for rec in caplog.records]
     for p in bad_paths:
         assert sum(p in m for m in messages) == 1, p
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
+    import io as _io
+
+    from PIL import Image, ImageOps
+
+    from all_tf.io import read_image
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "rotated.png"
+    im.save(path, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(_io.BytesIO(path.read_bytes()))))
+    assert np.array_equal(read_image(path), expected)
