@@ -45,3 +45,23 @@ def segwbc_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"full dataset not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def gated_run(tmp_path_factory):
+    """A tiny trained run with its temperature and gate fitted (``python -m all_tf.calibrate``)
+    and exported (SavedModel + float32 TFLite) to ``<run>/export``."""
+    pytest.importorskip("tensorflow")
+    from click.testing import CliRunner
+    from deploy_helpers import make_tiny_run
+
+    from all_tf.calibrate import calibrate_run
+    from all_tf.export.cli import main as export_main
+
+    run_dir, _, _ = make_tiny_run(tmp_path_factory.mktemp("gated"))
+    summary = calibrate_run(run_dir)
+    assert summary["temperature"] > 0 and (run_dir / "gate.json").is_file()
+    result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify", "--formats",
+                                              "savedmodel,float32"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run_dir

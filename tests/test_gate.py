@@ -104,24 +104,6 @@ def test_gate_status_order_and_files(tmp_path, bounds):
 
 
 @pytest.fixture(scope="module")
-def gated_run(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    from click.testing import CliRunner
-    from deploy_helpers import make_tiny_run
-
-    from all_tf.calibrate import calibrate_run
-    from all_tf.export.cli import main as export_main
-
-    run_dir, _, _ = make_tiny_run(tmp_path_factory.mktemp("gated"))
-    summary = calibrate_run(run_dir)
-    assert summary["temperature"] > 0 and (run_dir / "gate.json").is_file()
-    result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify", "--formats",
-                                              "savedmodel,float32"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return run_dir
-
-
-@pytest.fixture(scope="module")
 def strange_inputs(tmp_path_factory, sample_all4):
     """The black 4000 x 4000 JPEG and the grayscale Pro field of the issue, and a real field."""
     folder = tmp_path_factory.mktemp("strange")

@@ -220,14 +220,15 @@ def collect_inputs(items, labelled: bool = True) -> list[tuple[str, int | None]]
                 out.extend((r.path, r.label) for r in records)
             else:
                 out.extend(
+                    # a broken or looping link is listed too, so the caller reports it
                     (str(p), None) for p in sorted(path.rglob("*"))
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                    if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
                 )
         elif path.exists():
             out.append((item, None))
         else:
             matches = sorted(glob.glob(item, recursive=True))
-            out.extend((m, None) for m in matches if Path(m).is_file())
+            out.extend((m, None) for m in matches if Path(m).is_file() or Path(m).is_symlink())
             if not matches:
                 out.append((item, None))
     return out

@@ -87,12 +87,21 @@ def _header_size(data: tf.Tensor, kind: tf.Tensor) -> tf.Tensor:
     )
 
 
+def _contains(data: tf.Tensor, needle: bytes) -> tf.Tensor:
+    """Whether the byte string ``data`` (scalar) contains ``needle``."""
+    starts = tf.range(tf.maximum(tf.strings.length(data) - len(needle) + 1, 0))
+    windows = tf.strings.substr(tf.fill(tf.shape(starts), data), starts,
+                                tf.fill(tf.shape(starts), len(needle)))
+    return tf.reduce_any(tf.equal(windows, needle))
+
+
 def decode_checked(data: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """Decode one encoded image to RGB uint8 (H, W, 3) in the graph, or fail clearly.
 
     Mirrors :func:`all_tf.io.decode_image`: empty, unknown format, smaller than 16 px a side or
-    larger than 64 megapixels -> InvalidArgumentError naming the batch index and the reason
-    (the size is read from the header, so a huge image is refused before it is decoded);
+    larger than 64 megapixels, or cut short (no JPEG/PNG end marker) -> InvalidArgumentError
+    naming the batch index and the reason (the size is read from the header, so a huge image
+    is refused before it is decoded);
     grayscale -> RGB; alpha composited on white.
     """
     magic = {
@@ -126,6 +135,17 @@ def decode_checked(data: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
              f"more than {MAX_PIXELS} pixels"],
         ),
     ]
+    # A file cut short lacks its end marker (JPEG EOI within the last bytes, PNG IEND chunk);
+    # the decoder's own message would not say which image it was.
+    tail = tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 64, 0), 64)
+    ends = tf.switch_case(kind, [
+        lambda: _contains(tail, b"\xff\xd9"),
+        lambda: _contains(tail, b"IEND"),
+        lambda: tf.constant(True),
+        lambda: tf.constant(True),
+    ])
+    size_checks.append(tf.debugging.Assert(
+        ends, ["image", index, "is truncated (no end-of-image marker)"]))
     with tf.control_dependencies(size_checks):
         # JPEG with the accurate integer IDCT, as libjpeg's default used by OpenCV and PIL
         # (TF's default INTEGER_FAST shifts pixels by a few levels).
