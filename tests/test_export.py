@@ -216,7 +216,7 @@ def test_serving_signatures_have_stable_names(serving):
     sig = serving.signatures["serving_default"]
     assert list(sig.structured_input_signature[1]) == ["image_bytes"]
     assert set(sig.structured_outputs) == {"probabilities", "class_id", "class_name",
-                                           "confidence", "uncertain"}
+                                           "confidence", "uncertain", "status"}
     pix = serving.signatures["predict_pixels"]
     assert list(pix.structured_input_signature[1]) == ["pixels"]
 

@@ -37,7 +37,7 @@ def test_dataset_scan_lists_each_bad_file_with_its_reason(sweep, tmp_path):
     folder, kinds = sweep
     root = tmp_path / "data"
     (root / "Pro").mkdir(parents=True)
-    for kind, (path, _) in kinds.items():
+    for path, _ in kinds.values():
         target = root / "Pro" / path.name
         if path.is_symlink():
             target.symlink_to(root / "Pro" / Path(path.readlink()).name)

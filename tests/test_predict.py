@@ -185,8 +185,10 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
     result = CliRunner().invoke(main, [str(tmp_path / "m.tflite"), str(SAMPLE_ALL4)])
     assert result.exit_code != 0 and "metadata m.json not found" in result.output
-    result = CliRunner().invoke(main, [str(tmp_path), str(SAMPLE_ALL4)])
+    result = CliRunner().invoke(main, ["--model", str(tmp_path), str(SAMPLE_ALL4)])
     assert result.exit_code != 0 and "no saved_model.pb" in result.output
+    result = CliRunner().invoke(main, ["--model", "heavy", str(SAMPLE_ALL4)])
+    assert result.exit_code != 0 and "unknown released model 'heavy'" in result.output
 
 
 def test_help():
