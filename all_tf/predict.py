@@ -341,6 +341,9 @@ def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tupl
     if model in RELEASED or model in RELEASED.values():
         folder = released_dir(model)
         return str(folder / "model.keras"), inputs
+    if not Path(model).exists():
+        raise FileNotFoundError(f"{model}: no such model file or folder, and not a released "
+                                f"model (released: {', '.join(sorted(RELEASED))})")
     return model, inputs
 
 

@@ -188,7 +188,7 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["--model", str(tmp_path), str(SAMPLE_ALL4)])
     assert result.exit_code != 0 and "no saved_model.pb" in result.output
     result = CliRunner().invoke(main, ["--model", "heavy", str(SAMPLE_ALL4)])
-    assert result.exit_code != 0 and "unknown released model 'heavy'" in result.output
+    assert result.exit_code != 0 and "not a released model (released: light)" in result.output
 
 
 def test_help():
