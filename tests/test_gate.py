@@ -58,7 +58,7 @@ def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_im
 
 def test_bounds_come_from_the_data():
     stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
-              "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_area": 0.1,
+              "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_size": 400.0,
               "nuclei": n}
              for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50,
                                     strict=True)]

@@ -7,8 +7,8 @@ The gate runs before the class is reported and gives every prediction a status:
   ``too_dark`` / ``too_bright`` (mean grey level), ``not_colour`` (mean HSV saturation),
   ``unusual_stain`` (saturation, or mean LAB a*/b* of the field or of its most saturated
   pixels, outside the training range), ``blurred`` / ``noisy`` (variance of the Laplacian),
-  ``no_nucleus`` (no purple-index nucleus), ``wrong_scale`` (nuclei cover far more or less of
-  the field than in training: another magnification or a single-cell crop), or
+  ``no_nucleus`` (no purple-index nucleus), ``wrong_scale`` (nuclei far larger or smaller than
+  in training: another magnification, or a single-cell crop), or
   ``out_of_distribution`` (the model's pooled features are far from every class of its
   training images: Mahalanobis distance to the nearest class mean, shared covariance);
 * ``uncertain`` — the calibrated confidence is below the model's threshold;
@@ -38,7 +38,7 @@ import numpy as np
 
 GATE_SIZE = 224
 STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
-              "nucleus_b", "nucleus_area", "nuclei")
+              "nucleus_b", "nucleus_size", "nuclei")
 DOMINANT_SHARE = 0.05  # nucleus_a/b: mean over this share of the most saturated pixels
 # (statistic, side) -> reason; checked in this order, the first failing check names the reason
 CHECKS = (
@@ -57,8 +57,8 @@ CHECKS = (
     ("nucleus_b", 0, "unusual_stain"),
     ("nucleus_b", 1, "unusual_stain"),
     ("nuclei", 0, "no_nucleus"),
-    ("nucleus_area", 0, "wrong_scale"),
-    ("nucleus_area", 1, "wrong_scale"),
+    ("nucleus_size", 0, "wrong_scale"),
+    ("nucleus_size", 1, "wrong_scale"),
 )
 REASONS = tuple(dict.fromkeys(r for *_, r in CHECKS)) + ("out_of_distribution",)
 GATE_FILE = "gate.json"
@@ -73,7 +73,7 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         (variance of the Laplacian of the grey image), ``stain_a`` / ``stain_b`` (mean OpenCV
         LAB a* and b*, 0-255, 128 neutral), ``nucleus_a`` / ``nucleus_b`` (the same over the
         5 % most saturated pixels: the stained nuclei, purple = high a*, low b*), ``nuclei``
-        (purple-index nucleus components), ``nucleus_area`` (their share of the image, 0-1: a
+        (purple-index nucleus components), ``nucleus_size`` (their mean area in pixels: a
         single cell filling the frame is another magnification), all on the image resized to
         GATE_SIZE x GATE_SIZE.
     """
@@ -89,9 +89,9 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     try:
         mask = segment_nuclei(small, seg_cfg)
         nuclei = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-        area = float(mask.mean())
+        size = float(mask.sum()) / max(nuclei, 1)
     except ValueError:  # a flat image has no threshold to find
-        nuclei, area = 0, 0.0
+        nuclei, size = 0, 0.0
     sat = hsv[..., 1].ravel()
     k = max(1, int(round(DOMINANT_SHARE * sat.size)))
     dominant = lab.reshape(-1, 3)[np.argpartition(sat, sat.size - k)[-k:]].astype(np.float64)
@@ -104,7 +104,7 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         "nucleus_a": float(dominant[:, 1].mean()),
         "nucleus_b": float(dominant[:, 2].mean()),
         "nuclei": float(nuclei),
-        "nucleus_area": area,
+        "nucleus_size": size,
     }
 
 
@@ -133,7 +133,7 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
     Each bound is the ``quantile`` (lower) or ``1 - quantile`` (upper) quantile, widened by
     ``margin`` times the distance between the two, on a scale that fits the statistic (logit
     of brightness / 255, log(1 + x) of saturation and focus, linear for stain and nucleus
-    area). The nucleus
+    size). The nucleus
     count has only a lower bound, at least 1.
 
     Returns:
