@@ -108,6 +108,13 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
     "are the paper's protocol (Tables 2 and 3).",
 )
 @click.option(
+    "--tta/--no-tta",
+    default=True,
+    show_default=True,
+    help="With --splits contiguous: also pool each fold's predictions averaged over the 8 "
+    "flips and rotations (a '+ TTA' row of crossval.md).",
+)
+@click.option(
     "--colour-baseline/--no-colour-baseline",
     default=True,
     show_default=True,
@@ -160,6 +167,7 @@ def main(
     seeds,
     cbam_placements,
     hybrid,
+    tta,
     colour_baseline,
     label_check,
     hybrid_backend,
@@ -208,11 +216,12 @@ def main(
     click.echo(f"results: {output_dir / 'results.csv'}; summary: {output_dir / 'summary.md'}")
     if "contiguous" in splits:
         path = write_crossval(output_dir, [s for s in specs if s.cfg.split.kind == "contiguous"],
-                              base, colour_baseline)
+                              base, colour_baseline, tta)
         click.echo(f"cross-validation (pooled out-of-fold): {path}")
 
 
-def write_crossval(output_dir: Path, specs, base, colour_baseline: bool) -> Path:
+def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bool = False
+                   ) -> Path:
     """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md."""
     import json
 
@@ -228,9 +237,18 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool) -> Path
     for spec in specs:
         name = f"{spec.columns.get('model', spec.cfg.model.name)} s{spec.cfg.split.seed}"
         groups.setdefault(name, []).append(output_dir / "runs" / spec.run_id)
-    results = {name: pooled_out_of_fold(dirs, threshold=base.uncertainty_threshold,
-                                        block_size=base.split.embargo)
-               for name, dirs in groups.items()}
+    results = {}
+    for name, dirs in groups.items():
+        results[name] = pooled_out_of_fold(dirs, threshold=base.uncertainty_threshold,
+                                           block_size=base.split.embargo)
+        if tta and base.preprocess.input_mode == "image":
+            from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE, write_tta_predictions
+
+            for run_dir in dirs:
+                write_tta_predictions(run_dir)
+            results[f"{name} + TTA"] = pooled_out_of_fold(
+                dirs, threshold=base.uncertainty_threshold, block_size=base.split.embargo,
+                predictions=TTA_PREDICTIONS_FILE)
     colour = None
     if colour_baseline:
         cached = output_dir / "colour_baseline_oof.json"

@@ -181,3 +181,25 @@ def test_pooled_out_of_fold_calibrates_each_fold_on_its_validation_part(tmp_path
     assert result["calibrated"]["nll"] < result["raw"]["nll"]
     with pytest.raises(ValueError, match="overlap"):
         pooled_out_of_fold([runs[0], runs[0]], n_boot=10)
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    from all_tf.evaluation.tta import dihedral_views
+
+    x = np.random.default_rng(0).random((2, 6, 6, 3)).astype(np.float32)
+    views = dihedral_views(x).reshape(8, 2, 6, 6, 3)
+    assert np.array_equal(views[0], x)
+    flat = {v.tobytes() for v in views[:, 0]}
+    assert len(flat) == 8
+    assert np.array_equal(views[1][0], np.rot90(x[0], 1))
+
+
+def test_tta_of_a_rotation_invariant_model_equals_its_plain_prediction():
+    keras = pytest.importorskip("keras")
+    from all_tf.evaluation.tta import tta_probabilities
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(4, activation="softmax")])
+    x = np.random.default_rng(1).random((5, 8, 8, 3)).astype(np.float32)
+    assert np.allclose(tta_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6)

@@ -45,10 +45,11 @@ PEER = {
 CI_METRICS = ("balanced_accuracy", "macro_f1", "macro_auc", "ece")
 
 
-def read_predictions(run_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+def read_predictions(run_dir: str | Path, name: str = PREDICTIONS_FILE
+                     ) -> dict[str, dict[str, np.ndarray]]:
     """``{part: {"y": int (N,), "p": float (N, C), "number": int (N,), "path": str (N,)}}``
-    from a run's ``predictions.csv``."""
-    path = Path(run_dir) / PREDICTIONS_FILE
+    from a run's ``predictions.csv`` (or another file of that layout, ``name``)."""
+    path = Path(run_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {PREDICTIONS_FILE} (runs trained before "
                                 "per-image predictions were stored must be retrained)")
@@ -136,13 +137,16 @@ def block_bootstrap_ci(y_true, probs, blocks, threshold: float = 0.7, n_boot: in
 
 
 def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
-                       block_size: int = 37, n_boot: int = 1000, seed: int = 0) -> dict:
+                       block_size: int = 37, n_boot: int = 1000, seed: int = 0,
+                       predictions: str = PREDICTIONS_FILE) -> dict:
     """Pool the test parts of the fold runs, with and without per-fold temperature scaling.
 
     Args:
         run_dirs: one finished run per fold (each with ``predictions.csv``).
         threshold: the "uncertain" confidence threshold.
         block_size: file numbers per bootstrap block.
+        predictions: the per-run file to pool (``predictions_tta.csv`` for test-time
+            augmentation).
 
     Returns:
         ``{"raw": metrics, "calibrated": metrics, "ci": {...}, "ci_calibrated": {...},
@@ -154,7 +158,7 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
     """
     ys, raw, cal, numbers, paths, temps, folds = [], [], [], [], [], [], []
     for run_dir in run_dirs:
-        pred = read_predictions(run_dir)
+        pred = read_predictions(run_dir, predictions)
         test, val = pred["test"], pred.get("val")
         t = fit_temperature(val["p"], val["y"]) if val is not None and len(val["y"]) else 1.0
         temps.append(t)
