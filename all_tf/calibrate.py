@@ -66,7 +66,8 @@ def calibrate_run(run_dir: str | Path, data_dir: str | None = None,
               help="Dataset root (default: the data_dir stored in the run's config).")
 @click.option("--quantile", type=click.FloatRange(0.5, 1.0), default=GATE_QUANTILE,
               show_default=True,
-              help="Feature-distance threshold: this quantile of the validation images' scores.")
+              help="Feature-distance threshold: 3 times this quantile of the validation "
+                   "images' scores.")
 def main(run_dir, data_dir, quantile):
     """Fit the temperature and input gate of RUN_DIR (a finished run) and store them there."""
     from all_tf.evaluation.runs import RunDirError

@@ -121,7 +121,7 @@ class SplitConfig:
     fold: int = 0  # test fold for kind "kfold" and "contiguous" (0..n_folds-1)
     n_folds: int = 5
     block_size: int = 36  # images per block for kind == "block" (about one patient)
-    # kind "contiguous": training and validation images closer than this many file numbers to
+    # kind "contiguous": training and validation images at most this many file numbers from
     # a test (or, for training, validation) image of the same class are dropped
     embargo: int = 37
 

@@ -64,7 +64,11 @@ class Backend:
         return self.predict_with_features(x)[0]
 
     def predict_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Temperature-scaled probabilities (N, 4) and pooled features (N, D) or None."""
+        """Temperature-scaled probabilities (N, 4) and the feature distance (N,) or None.
+
+        The SavedModel applies its temperature and computes the distance in its graph; for
+        Keras models both are done here.
+        """
         from all_tf.evaluation.calibration import apply_temperature
         from all_tf.export.common import check_input_range
 
@@ -72,14 +76,19 @@ class Backend:
         if len(x) == 0:
             return np.zeros((0, len(CLASS_NAMES)), np.float32), None
         check_input_range(x, self.value_range, name=f"{self.kind} input")
-        if self.features_fn is not None and self.gate is not None:
+        ood = None
+        if self.kind == "savedmodel":
+            probs, ood = self.predict_fn(x)  # temperature and distance applied in the graph
+        elif self.features_fn is not None and self.gate is not None \
+                and self.gate.distance is not None:
             probs, feats = self.features_fn(x)
+            ood = self.gate.distance.score(feats)
         else:
-            probs, feats = self.predict_fn(x), None
+            probs = self.predict_fn(x)
         probs = np.asarray(probs, np.float32)
-        if self.config.temperature != 1.0:
+        if self.kind != "savedmodel" and self.config.temperature != 1.0:
             probs = apply_temperature(probs, self.config.temperature).astype(np.float32)
-        return probs, feats
+        return probs, ood
 
 
 def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -152,7 +161,9 @@ def _gate_from_metadata(meta: dict):
     from all_tf.inference import Gate
 
     doc = meta.get("gate")
-    return None if not doc else Gate(doc["bounds"], None)
+    if not doc:
+        return None
+    return Gate(doc["bounds"], None, ood_threshold=(doc.get("ood") or {}).get("threshold"))
 
 
 def _saved_model_fn(path: Path):
@@ -162,7 +173,9 @@ def _saved_model_fn(path: Path):
     fn = loaded.signatures["predict_pixels"]
 
     def predict(x):
-        return fn(pixels=tf.constant(x))["probabilities"].numpy()
+        out = fn(pixels=tf.constant(x))
+        ood = out["ood_score"].numpy() if "ood_score" in out else None
+        return out["probabilities"].numpy(), ood
 
     predict.loaded = loaded  # keep the trackable alive with the function
     return predict
@@ -253,7 +266,7 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             return
         x = np.concatenate([p[1] for p in pending])
         try:
-            probs, feats = backend.predict_with_features(x)
+            probs, ood_scores = backend.predict_with_features(x)
         except Exception as e:  # a backend failure is reported on every row of the batch
             for row, *_ in pending:
                 row["error"] = f"{type(e).__name__}: {e}"
@@ -264,8 +277,8 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
         for row, xi, rgb, boxes, stats in pending:
             p = probs[start:start + len(xi)].mean(axis=0)
             ood = None
-            if feats is not None and gate is not None and gate.distance is not None:
-                ood = float(gate.distance.score(feats[start:start + len(xi)]).min())
+            if ood_scores is not None:
+                ood = float(np.min(ood_scores[start:start + len(xi)]))
                 row["ood_score"] = round(ood, 4)
             start += len(xi)
             k = int(np.argmax(p))

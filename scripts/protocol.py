@@ -240,14 +240,14 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
     results = {}
     for name, dirs in groups.items():
         results[name] = pooled_out_of_fold(dirs, threshold=base.uncertainty_threshold,
-                                           block_size=base.split.embargo)
+                                           block_size=base.split.block_size)
         if tta and base.preprocess.input_mode == "image":
             from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE, write_tta_predictions
 
             for run_dir in dirs:
                 write_tta_predictions(run_dir)
             results[f"{name} + TTA"] = pooled_out_of_fold(
-                dirs, threshold=base.uncertainty_threshold, block_size=base.split.embargo,
+                dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
                 predictions=TTA_PREDICTIONS_FILE)
     colour = None
     if colour_baseline:
@@ -255,13 +255,13 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
         if cached.exists():
             colour = json.loads(cached.read_text())
         else:
-            colour = colour_baseline_oof(base.data_dir, base.split, block_size=base.split.embargo)
+            colour = colour_baseline_oof(base.data_dir, base.split, block_size=base.split.block_size)
             write_json(cached, colour)
     write_json(output_dir / "crossval.json", {"recipes": results, "colour_baseline": colour})
     cfg = base.split
     text = (f"# Contiguous cross-validation\n\n{cfg.n_folds} contiguous folds per class, "
             f"embargo {cfg.embargo} file numbers, pooled out-of-fold test predictions; CIs "
-            f"resample blocks of {cfg.embargo} file numbers within each class (1000 draws); "
+            f"resample blocks of {cfg.block_size} file numbers within each class (1000 draws); "
             "'cal.' = temperature fitted on each fold's validation part; confidence threshold "
             f"{base.uncertainty_threshold}. Values in %.\n\n"
             + crossval_markdown(results, colour))

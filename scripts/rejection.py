@@ -2,8 +2,9 @@
 
 For every fold run of a contiguous cross-validation (``scripts/protocol.py``), the gate is
 fitted as it is for a released model (input bounds on the fold's training images, the
-Mahalanobis feature distance on their pooled features, its threshold at the 99th percentile of
-the validation part, the temperature on the validation part) and then applied to:
+Mahalanobis feature distance on their pooled features, its threshold 3 times the 99th
+percentile of the validation part, the temperature on the validation part) and then applied
+to:
 
 * ``all4 held-out``: the fold's test part (in-distribution; the rejection rate should be low);
 * ``synthetic``: black, white, noise, grayscale, inverted, heavily blurred and colour-shuffled
@@ -12,7 +13,7 @@ the validation part, the temperature on the validation part) and then applied to
   as 224 px crops;
 * ``segwbc``: single white cells at another magnification and stain (optional).
 
-Results per fold are cached in ``<protocol>/rejection/fold<k>.json`` (rerun to continue) and
+Results per fold are cached in ``<protocol>/rejection/<run id>.json`` (rerun to continue) and
 pooled into ``<protocol>/rejection.md``. The AUROC columns compare out-of-distribution scores
 (the set against the held-out all4 images): Mahalanobis (the one the gate uses), kNN distance
 on L2-normalised features (k = 10) and the maximum softmax probability.
@@ -74,6 +75,8 @@ def natural_images() -> list[np.ndarray]:
     whole = []
     for name in names:
         image = getattr(data, name)()
+        if image.dtype == bool:
+            image = image.astype(np.uint8) * 255
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         whole.append(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
@@ -228,8 +231,8 @@ def main(protocol_dir, data_dir, segwbc_dir, output):
         atomic_write_text(path, json.dumps(result, indent=1))
         folds.append(result)
     text = (f"# Rejection: {len(folds)} fold runs of {protocol_dir}\n\n"
-            "Gate fitted per fold on its training part (threshold: 99th percentile of the "
-            "validation part); statuses after temperature scaling.\n\n" + pooled_markdown(folds))
+            "Gate fitted per fold on its training part (feature-distance threshold: 3 x the "
+            "99th percentile of the validation part); statuses after temperature scaling.\n\n" + pooled_markdown(folds))
     out = output or protocol_dir / "rejection.md"
     atomic_write_text(out, text)
     click.echo(text)

@@ -158,6 +158,32 @@ def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inpu
     assert status[:2] == ["rejected:too_dark", "rejected:not_colour"]
     assert status[2] in ("ok", "uncertain", "rejected:out_of_distribution")
     assert out["ood_score"].shape == (3,)
+    assert out["class_name"].numpy()[0] == b"" and out["class_id"].numpy()[0] == -1
+
+
+def test_savedmodel_backend_applies_the_temperature_once(tmp_path, sample_all4):
+    """The SavedModel scales by its temperature in the graph; predict must not do it again."""
+    pytest.importorskip("tensorflow")
+    from click.testing import CliRunner
+    from deploy_helpers import make_tiny_run
+
+    from all_tf.config import Config
+    from all_tf.export.cli import main as export_main
+    from all_tf.predict import load_backend, predict_files
+
+    run_dir, _, _ = make_tiny_run(tmp_path / "run", epochs=3)
+    cfg = Config.load(run_dir / "config.json")
+    cfg.temperature = 2.5
+    cfg.save(run_dir / "config.json")
+    result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify", "--formats",
+                                              "savedmodel"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    files = sorted((sample_all4 / "Pro").glob("*.jpg"))[:3]
+    keras_rows = predict_files(load_backend(run_dir), files, progress=False)
+    saved_rows = predict_files(load_backend(run_dir / "export" / "serving" / "all_tf"), files,
+                               progress=False)
+    for a, b in zip(keras_rows, saved_rows, strict=True):
+        assert abs(a["confidence"] - b["confidence"]) < 1e-3, (a, b)
 
 
 def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):

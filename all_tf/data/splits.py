@@ -262,21 +262,27 @@ def _whole_groups(chosen: set[int], pool: set[int], groups: list[str]) -> set[in
 def _contiguous_parts(records: list[Record], groups: list[str], cfg: SplitConfig
                       ) -> tuple[list[int], list[int], list[int], list[int]]:
     """(train, val, test, excluded) indices of the ``"contiguous"`` split."""
+    if cfg.n_folds < 2:
+        raise ValueError(f"a contiguous split needs n_folds >= 2, got {cfg.n_folds}")
     if not 0 <= cfg.fold < cfg.n_folds:
         raise ValueError(f"fold must be in 0..{cfg.n_folds - 1}, got {cfg.fold}")
     nums = np.array(sequence_numbers(records))
     labels = np.array([r.label for r in records])
     everything = set(range(len(records)))
-    test: set[int] = set()
+    position_fold = np.zeros(len(records), dtype=int)  # fold of each image's place in its class
     for label in np.unique(labels):
         idx = sorted(np.flatnonzero(labels == label), key=lambda k: (nums[k], records[k].path))
         if len(idx) < cfg.n_folds:
             raise ValueError(f"class {CLASS_NAMES[label]} has {len(idx)} images, fewer than "
                              f"{cfg.n_folds} contiguous folds")
-        lo = int(round(cfg.fold * len(idx) / cfg.n_folds))
-        hi = int(round((cfg.fold + 1) * len(idx) / cfg.n_folds))
-        test.update(int(k) for k in idx[lo:hi])
-    test = _whole_groups(test, everything, groups)
+        for rank, k in enumerate(idx):
+            position_fold[k] = min(cfg.n_folds - 1, rank * cfg.n_folds // len(idx))
+    # A duplicate group belongs to the fold of its first member (by class, number, path), so
+    # every image is tested in exactly one fold even when a group crosses a fold boundary.
+    group_fold: dict[str, int] = {}
+    for k in sorted(everything, key=lambda k: (labels[k], nums[k], records[k].path)):
+        group_fold.setdefault(groups[k], int(position_fold[k]))
+    test = {k for k in everything if group_fold[groups[k]] == cfg.fold}
     rest = everything - test
     excluded = _whole_groups(_near(nums, labels, sorted(rest), sorted(test), cfg.embargo),
                              rest, groups)
@@ -297,6 +303,11 @@ def _contiguous_parts(records: list[Record], groups: list[str], cfg: SplitConfig
                              rest, groups)
     excluded |= near_val
     rest -= near_val
+    for label in np.unique(labels):
+        if not any(labels[k] == label for k in rest):
+            raise ValueError(f"class {CLASS_NAMES[label]} has no training image left in fold "
+                             f"{cfg.fold} (embargo {cfg.embargo} file numbers is too wide for "
+                             f"{int((labels == label).sum())} images in {cfg.n_folds} folds)")
     return sorted(rest), sorted(val), sorted(test), sorted(excluded)
 
 

@@ -137,7 +137,7 @@ def block_bootstrap_ci(y_true, probs, blocks, threshold: float = 0.7, n_boot: in
 
 
 def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
-                       block_size: int = 37, n_boot: int = 1000, seed: int = 0,
+                       block_size: int = 36, n_boot: int = 1000, seed: int = 0,
                        predictions: str = PREDICTIONS_FILE) -> dict:
     """Pool the test parts of the fold runs, with and without per-fold temperature scaling.
 
@@ -153,8 +153,9 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
         "temperatures": [T per fold], "folds": [per-fold raw metrics]}`` (see
         :func:`oof_metrics`).
 
-    Raises:
-        ValueError: two folds test the same image (not a partition).
+    An image tested by two folds (runs split before duplicate groups were tied to one fold)
+    is counted once, from the first of them; ``duplicates_dropped`` says how many such rows
+    were dropped.
     """
     ys, raw, cal, numbers, paths, temps, folds = [], [], [], [], [], [], []
     for run_dir in run_dirs:
@@ -169,10 +170,10 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
         paths.append(test["path"])
         folds.append(oof_metrics(test["y"], test["p"], threshold))
     paths = np.concatenate(paths)
-    if len(set(paths.tolist())) != len(paths):
-        raise ValueError("the folds' test parts overlap: not one contiguous cross-validation")
-    y, raw, cal = np.concatenate(ys), np.concatenate(raw), np.concatenate(cal)
-    blocks = block_ids(y, np.concatenate(numbers), block_size)
+    _, first = np.unique(paths, return_index=True)
+    keep = np.sort(first)
+    y, raw, cal = (np.concatenate(a)[keep] for a in (ys, raw, cal))
+    blocks = block_ids(y, np.concatenate(numbers)[keep], block_size)
     return {
         "raw": oof_metrics(y, raw, threshold),
         "calibrated": oof_metrics(y, cal, threshold),
@@ -182,6 +183,7 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
         "folds": folds,
         "threshold": threshold,
         "block_size": block_size,
+        "duplicates_dropped": int(len(paths) - len(keep)),
     }
 
 
@@ -228,7 +230,7 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
 
 
 def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = None,
-                        seed: int = 0, block_size: int = 37, n_boot: int = 1000) -> dict:
+                        seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
     """Random forest on RGB histograms (label corner masked) under the contiguous folds of
     ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
 

@@ -64,6 +64,8 @@ def write_tta_predictions(run_dir: str | Path, data_dir: str | None = None,
                 kept.append(k)
             except ImageReadError:
                 continue
+        if not x:
+            continue
         probs = np.concatenate([tta_probabilities(model, np.stack(x[i:i + 32]), batch_size)
                                 for i in range(0, len(x), 32)])
         y = np.array([records[k].label for k in kept])

@@ -21,7 +21,8 @@ Both return ``probabilities`` float32 [N, 4] (order ``all_tf.CLASS_NAMES``, afte
 model's stored temperature), ``class_id`` int64 [N], ``class_name`` string [N], ``confidence``
 float32 [N] (max probability), ``uncertain`` bool [N] (``confidence < threshold``, the threshold
 stored with the model) and ``status`` string [N]: ``ok``, ``uncertain`` or
-``rejected:<reason>``. A model exported with a gate (``gate.json`` beside it) also returns
+``rejected:<reason>`` (then ``class_id`` is -1 and ``class_name`` empty). A model exported
+with a gate (``gate.json`` beside it) also returns
 ``ood_score`` float32 [N]; ``serving_default`` then rejects by the input checks (exposure,
 saturation, focus, stain) and the feature distance, ``predict_pixels`` by the distance only. A bad image fails
 the request with an InvalidArgumentError that names its index and the reason.
@@ -87,21 +88,14 @@ def _header_size(data: tf.Tensor, kind: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _contains(data: tf.Tensor, needle: bytes) -> tf.Tensor:
-    """Whether the byte string ``data`` (scalar) contains ``needle``."""
-    starts = tf.range(tf.maximum(tf.strings.length(data) - len(needle) + 1, 0))
-    windows = tf.strings.substr(tf.fill(tf.shape(starts), data), starts,
-                                tf.fill(tf.shape(starts), len(needle)))
-    return tf.reduce_any(tf.equal(windows, needle))
-
-
 def decode_checked(data: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """Decode one encoded image to RGB uint8 (H, W, 3) in the graph, or fail clearly.
 
     Mirrors :func:`all_tf.io.decode_image`: empty, unknown format, smaller than 16 px a side or
-    larger than 64 megapixels, or cut short (no JPEG/PNG end marker) -> InvalidArgumentError
-    naming the batch index and the reason (the size is read from the header, so a huge image
-    is refused before it is decoded);
+    larger than 64 megapixels -> InvalidArgumentError naming the batch index and the reason
+    (the size is read from the header, so a huge image is refused before it is decoded); a
+    truncated file fails in the decoder, whose message does not name the index; EXIF
+    orientation is not applied;
     grayscale -> RGB; alpha composited on white.
     """
     magic = {
@@ -135,17 +129,6 @@ def decode_checked(data: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
              f"more than {MAX_PIXELS} pixels"],
         ),
     ]
-    # A file cut short lacks its end marker (JPEG EOI within the last bytes, PNG IEND chunk);
-    # the decoder's own message would not say which image it was.
-    tail = tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 64, 0), 64)
-    ends = tf.switch_case(kind, [
-        lambda: _contains(tail, b"\xff\xd9"),
-        lambda: _contains(tail, b"IEND"),
-        lambda: tf.constant(True),
-        lambda: tf.constant(True),
-    ])
-    size_checks.append(tf.debugging.Assert(
-        ends, ["image", index, "is truncated (no end-of-image marker)"]))
     with tf.control_dependencies(size_checks):
         # JPEG with the accurate integer IDCT, as libjpeg's default used by OpenCV and PIL
         # (TF's default INTEGER_FAST shifts pixels by a few levels).
@@ -188,13 +171,15 @@ def _outputs(probs: tf.Tensor, threshold: float, temperature: float = 1.0,
     confidence = tf.reduce_max(probs, axis=1)
     if reason is None:
         reason = tf.fill(tf.shape(confidence), "")
+    status = status_graph(confidence, threshold, reason, ood_score, ood_threshold)
+    rejected = tf.strings.regex_full_match(status, "rejected:.*")
     out = {
         "probabilities": probs,
-        "class_id": class_id,
-        "class_name": tf.gather(tf.constant(list(CLASS_NAMES)), class_id),
+        "class_id": tf.where(rejected, tf.constant(-1, tf.int64), class_id),
+        "class_name": tf.where(rejected, "", tf.gather(tf.constant(list(CLASS_NAMES)), class_id)),
         "confidence": confidence,
         "uncertain": confidence < threshold,
-        "status": status_graph(confidence, threshold, reason, ood_score, ood_threshold),
+        "status": status,
     }
     if ood_score is not None:
         out["ood_score"] = ood_score

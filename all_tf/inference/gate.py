@@ -235,17 +235,27 @@ class FeatureDistance:
 
 @dataclass
 class Gate:
-    """Input bounds and feature distance of one model (``gate.json`` + ``ood.npz``)."""
+    """Input bounds and feature distance of one model (``gate.json`` + ``ood.npz``).
+
+    ``ood_threshold`` stands in for ``distance.threshold`` where only the scores are known
+    (a SavedModel computes the distance in its graph).
+    """
 
     bounds: dict
     distance: FeatureDistance | None = None
+    ood_threshold: float | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        """The feature-distance threshold, or None."""
+        return self.distance.threshold if self.distance is not None else self.ood_threshold
 
     def status(self, stats: dict[str, float], ood_score: float | None, confidence: float,
                threshold: float) -> str:
         """``"ok"``, ``"uncertain"`` or ``"rejected:<reason>"`` for one image."""
         reason = input_reason(stats, self.bounds)
-        if reason is None and ood_score is not None and self.distance is not None \
-                and self.distance.threshold is not None and ood_score > self.distance.threshold:
+        if reason is None and ood_score is not None and self.threshold is not None \
+                and ood_score > self.threshold:
             reason = "out_of_distribution"
         if reason is not None:
             return f"rejected:{reason}"
