@@ -58,7 +58,7 @@ def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_im
 
 def test_bounds_come_from_the_data():
     stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
-              "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_size": 400.0,
+              "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_hue": -50.0, "nucleus_size": 400.0,
               "nuclei": n}
              for s, a, n in zip(np.geomspace(10, 90, 100), range(100, 200), [3, 5] * 50,
                                     strict=True)]
@@ -194,5 +194,5 @@ def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):
         host = image_statistics(rgb)
         graph = gate_statistics_graph(tf.constant(rgb)).numpy()
         for name, value in zip(GRAPH_STATISTICS, graph, strict=True):
-            tolerance = 0.05 * abs(host[name]) if name == "focus" else 1.0
+            tolerance = 0.05 * abs(host[name]) if name == "focus" else 1.0  # hue: degrees
             assert abs(value - host[name]) <= tolerance, (name, value, host[name])

@@ -11,7 +11,7 @@ Example:
     >>> from all_tf.export.graph_gate import gate_statistics_graph
     >>> stats = gate_statistics_graph(tf.zeros([40, 60, 3], tf.uint8))
     >>> [round(float(v), 1) for v in stats.numpy()]
-    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0]
+    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0, 0.0]
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
 from all_tf.inference.gate import CHECKS, DOMINANT_SHARE, GATE_SIZE
 
 GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
-                    "nucleus_b")
+                    "nucleus_b", "nucleus_hue")
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 
 
 def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
-    """float32 (7,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
+    """float32 (8,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
     x = resize_uint8(rgb, GATE_SIZE)
     f = tf.cast(x, tf.float32)
     grey = tf.round(f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114)
@@ -41,19 +41,22 @@ def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
     k = max(1, int(round(DOMINANT_SHARE * GATE_SIZE * GATE_SIZE)))
     top = tf.math.top_k(tf.reshape(saturation, [-1]), k=k).indices
     dominant = tf.gather(tf.reshape(lab, [-1, 3]), top)
+    nucleus_a, nucleus_b = tf.reduce_mean(dominant[:, 1]), tf.reduce_mean(dominant[:, 2])
+    hue = tf.math.atan2(nucleus_b - 128.0, nucleus_a - 128.0) * (180.0 / np.pi)
     return tf.stack([
         tf.reduce_mean(grey),
         tf.reduce_mean(saturation),
         tf.math.reduce_variance(lap),
         tf.reduce_mean(lab[..., 1]),
         tf.reduce_mean(lab[..., 2]),
-        tf.reduce_mean(dominant[:, 1]),
-        tf.reduce_mean(dominant[:, 2]),
+        nucleus_a,
+        nucleus_b,
+        hue,
     ])
 
 
 def gate_reason_graph(stats: tf.Tensor, bounds: dict) -> tf.Tensor:
-    """string [N]: the first failing input check's reason per row of ``stats`` (N, 7), or ""."""
+    """string [N]: the first failing input check's reason per row of ``stats`` (N, 8), or ""."""
     reason = tf.fill(tf.shape(stats)[:1], "")
     for name, side, why in reversed(CHECKS):  # earlier checks overwrite later ones
         if name not in GRAPH_STATISTICS:

@@ -38,7 +38,7 @@ import numpy as np
 
 GATE_SIZE = 224
 STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
-              "nucleus_b", "nucleus_size", "nuclei")
+              "nucleus_b", "nucleus_hue", "nucleus_size", "nuclei")
 DOMINANT_SHARE = 0.05  # nucleus_a/b: mean over this share of the most saturated pixels
 # (statistic, side) -> reason; checked in this order, the first failing check names the reason
 CHECKS = (
@@ -56,6 +56,8 @@ CHECKS = (
     ("nucleus_a", 1, "unusual_stain"),
     ("nucleus_b", 0, "unusual_stain"),
     ("nucleus_b", 1, "unusual_stain"),
+    ("nucleus_hue", 0, "unusual_stain"),
+    ("nucleus_hue", 1, "unusual_stain"),
     ("nuclei", 0, "no_nucleus"),
     ("nucleus_size", 0, "wrong_scale"),
     ("nucleus_size", 1, "wrong_scale"),
@@ -72,7 +74,8 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         ``brightness`` (mean grey level, 0-255), ``saturation`` (mean HSV S, 0-255), ``focus``
         (variance of the Laplacian of the grey image), ``stain_a`` / ``stain_b`` (mean OpenCV
         LAB a* and b*, 0-255, 128 neutral), ``nucleus_a`` / ``nucleus_b`` (the same over the
-        5 % most saturated pixels: the stained nuclei, purple = high a*, low b*), ``nuclei``
+        5 % most saturated pixels: the stained nuclei, purple = high a*, low b*),
+        ``nucleus_hue`` (their hue angle atan2(b* - 128, a* - 128) in degrees), ``nuclei``
         (purple-index nucleus components), ``nucleus_size`` (their mean area in pixels: a
         single cell filling the frame is another magnification), all on the image resized to
         GATE_SIZE x GATE_SIZE.
@@ -103,6 +106,8 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         "stain_b": float(lab[..., 2].mean()),
         "nucleus_a": float(dominant[:, 1].mean()),
         "nucleus_b": float(dominant[:, 2].mean()),
+        "nucleus_hue": float(np.degrees(np.arctan2(dominant[:, 2].mean() - 128.0,
+                                                   dominant[:, 1].mean() - 128.0))),
         "nuclei": float(nuclei),
         "nucleus_size": size,
     }
