@@ -148,10 +148,14 @@ class Config:
     uncertainty_threshold: float = 0.7
     # softmax temperature fitted on held-out images (all_tf.evaluation.calibration); 1 = none
     temperature: float = 1.0
+    # inference: average the softmax over the 8 flips and 90-degree rotations of each field
+    tta: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.tta and self.preprocess.input_mode != "image":
+            raise ValueError("tta averages views of a whole field (input_mode 'image')")
         if self.augment.hed_jitter > 0 and self.preprocess.colour_space != "rgb":
             raise ValueError("augment.hed_jitter works on RGB input (colour_space 'rgb'), "
                              f"not {self.preprocess.colour_space!r}")

@@ -11,8 +11,9 @@ Each image becomes one row: ``file``; ``status``: ``ok``, ``uncertain`` (confide
 model's threshold) or ``rejected:<reason>`` (the input is not a smear field the model knows:
 see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate);
 ``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
-temperature); ``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis
-feature distance, Keras models with a gate only); ``nuclei`` (connected components of
+temperature, and over the 8 flips and rotations of the field for models stored with ``tta``);
+``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
+distance, mean over the views; models with a gate); ``nuclei`` (connected components of
 :func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
 a bad file never stops the others).
 
@@ -61,15 +62,26 @@ class Backend:
     features_fn: object = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_with_features(x)[0]
+        """Temperature-scaled probabilities (N, 4), one row per input."""
+        probs, _ = self.predict_with_features(x)
+        return self.calibrate(probs)
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """Apply the model's temperature to probabilities (N, 4) from :meth:`predict_with_features`."""
+        from all_tf.evaluation.calibration import apply_temperature
+
+        if self.config.temperature == 1.0:
+            return probs
+        return apply_temperature(probs, self.config.temperature).astype(np.float32)
 
     def predict_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Temperature-scaled probabilities (N, 4) and the feature distance (N,) or None.
+        """Model probabilities (N, 4) and the feature distance (N,) or None.
 
-        The SavedModel applies its temperature and computes the distance in its graph; for
-        Keras models both are done here.
+        The probabilities are the model's own, before the temperature (apply it with
+        :meth:`calibrate`, after averaging views). The SavedModel's ``predict_pixels`` returns
+        them scaled, ``p = softmax(log(raw) / T)``; ``raw`` is recovered as ``p ** T``
+        renormalised. The SavedModel computes the feature distance in its graph.
         """
-        from all_tf.evaluation.calibration import apply_temperature
         from all_tf.export.common import check_input_range
 
         x = np.asarray(x, np.float32)
@@ -78,17 +90,16 @@ class Backend:
         check_input_range(x, self.value_range, name=f"{self.kind} input")
         ood = None
         if self.kind == "savedmodel":
-            probs, ood = self.predict_fn(x)  # temperature and distance applied in the graph
+            scaled, ood = self.predict_fn(x)
+            raw = np.power(np.asarray(scaled, np.float64), self.config.temperature)
+            probs = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-30)
         elif self.features_fn is not None and self.gate is not None \
                 and self.gate.distance is not None:
             probs, feats = self.features_fn(x)
             ood = self.gate.distance.score(feats)
         else:
             probs = self.predict_fn(x)
-        probs = np.asarray(probs, np.float32)
-        if self.kind != "savedmodel" and self.config.temperature != 1.0:
-            probs = apply_temperature(probs, self.config.temperature).astype(np.float32)
-        return probs, ood
+        return np.asarray(probs, np.float32), ood
 
 
 def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -239,7 +250,12 @@ def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
                               margin=cfg.preprocess.crop_margin,
                               max_crops=cfg.preprocess.max_crops).crops
         return np.stack([preprocess_image(c, cfg.preprocess) for c in crops])
-    return preprocess_image(rgb, cfg.preprocess)[None]
+    x = preprocess_image(rgb, cfg.preprocess)[None]
+    if cfg.tta:  # the 8 views' probabilities are averaged like crops
+        from all_tf.evaluation.tta import dihedral_views
+
+        return dihedral_views(x)
+    return x
 
 
 def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
@@ -275,10 +291,10 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             return
         start = 0
         for row, xi, rgb, boxes, stats in pending:
-            p = probs[start:start + len(xi)].mean(axis=0)
+            p = backend.calibrate(probs[start:start + len(xi)].mean(axis=0, keepdims=True))[0]
             ood = None
             if ood_scores is not None:
-                ood = float(np.min(ood_scores[start:start + len(xi)]))
+                ood = float(np.mean(ood_scores[start:start + len(xi)]))
                 row["ood_score"] = round(ood, 4)
             start += len(xi)
             k = int(np.argmax(p))

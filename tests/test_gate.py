@@ -161,8 +161,10 @@ def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inpu
     assert out["class_name"].numpy()[0] == b"" and out["class_id"].numpy()[0] == -1
 
 
-def test_savedmodel_backend_applies_the_temperature_once(tmp_path, sample_all4):
-    """The SavedModel scales by its temperature in the graph; predict must not do it again."""
+@pytest.mark.parametrize("tta", [False, True])
+def test_backends_agree_with_temperature_and_tta(tmp_path, sample_all4, tta):
+    """Keras, the SavedModel through predict and serving_default on the file bytes give the
+    same confidence: the temperature applied once, after averaging the 8 views."""
     pytest.importorskip("tensorflow")
     from click.testing import CliRunner
     from deploy_helpers import make_tiny_run
@@ -174,6 +176,7 @@ def test_savedmodel_backend_applies_the_temperature_once(tmp_path, sample_all4):
     run_dir, _, _ = make_tiny_run(tmp_path / "run", epochs=3)
     cfg = Config.load(run_dir / "config.json")
     cfg.temperature = 2.5
+    cfg.tta = tta
     cfg.save(run_dir / "config.json")
     result = CliRunner().invoke(export_main, [str(run_dir), "--no-verify", "--formats",
                                               "savedmodel"], catch_exceptions=False)
@@ -182,8 +185,16 @@ def test_savedmodel_backend_applies_the_temperature_once(tmp_path, sample_all4):
     keras_rows = predict_files(load_backend(run_dir), files, progress=False)
     saved_rows = predict_files(load_backend(run_dir / "export" / "serving" / "all_tf"), files,
                                progress=False)
-    for a, b in zip(keras_rows, saved_rows, strict=True):
+    import tensorflow as tf
+
+    from all_tf.export.serving import find_saved_model
+
+    fn = tf.saved_model.load(str(find_saved_model(run_dir / "export" / "serving" / "all_tf"))
+                             ).signatures["serving_default"]
+    served = fn(image_bytes=tf.constant([f.read_bytes() for f in files]))["confidence"].numpy()
+    for a, b, c in zip(keras_rows, saved_rows, served, strict=True):
         assert abs(a["confidence"] - b["confidence"]) < 1e-3, (a, b)
+        assert abs(a["confidence"] - c) < 5e-3, (a, c)  # in-graph preprocessing: near-exact
 
 
 def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):

@@ -159,8 +159,11 @@ def export_metadata(cfg: Config, threshold: float, **extra: Any) -> dict[str, An
         "class_names": list(CLASS_NAMES),
         "uncertainty_threshold": float(threshold),
         "temperature": float(cfg.temperature),
-        "uncertainty_rule": "probabilities = softmax(log(model output) / temperature); "
-                            "uncertain = max(probabilities) < uncertainty_threshold",
+        "tta": bool(cfg.tta),
+        "uncertainty_rule": "probabilities = softmax(log(model output) / temperature), "
+                            "averaged over the 8 flips and 90-degree rotations of the input "
+                            "when tta is true; uncertain = max(probabilities) < "
+                            "uncertainty_threshold",
         "preprocessing": dataclasses.asdict(cfg.preprocess),
         "segmentation": dataclasses.asdict(cfg.segmentation),
         "model": dataclasses.asdict(cfg.model),
@@ -184,7 +187,7 @@ def config_from_metadata(doc: dict[str, Any]) -> Config:
     return Config.from_dict(
         {"preprocess": doc["preprocessing"], "segmentation": doc.get("segmentation", {}),
          "uncertainty_threshold": doc.get("uncertainty_threshold", DEFAULT_THRESHOLD),
-         "temperature": doc.get("temperature", 1.0)}
+         "temperature": doc.get("temperature", 1.0), "tta": doc.get("tta", False)}
     )
 
 

@@ -314,7 +314,15 @@ def export_saved_model(
                                  tf.TensorSpec([n_stats], tf.float32)),
         )
         reason = gate_reason_graph(stats, gate.bounds) if gate is not None else None
-        probs, ood = run_model(pixels)
+        if cfg.tta:  # mean over the 8 flips and 90-degree rotations, as predict does
+            views = [tf.image.rot90(im, k) for im in (pixels, tf.image.flip_left_right(pixels))
+                     for k in range(4)]
+            probs, ood = run_model(tf.concat(views, axis=0))
+            probs = tf.reduce_mean(tf.reshape(probs, [8, n, n_classes]), axis=0)
+            if ood is not None:
+                ood = tf.reduce_mean(tf.reshape(ood, [8, n]), axis=0)
+        else:
+            probs, ood = run_model(pixels)
         return _outputs(probs, threshold, temperature, reason, ood, ood_threshold)
 
     pixel_spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")]
