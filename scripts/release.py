@@ -27,14 +27,23 @@ from _common import REPO, fail
               default=REPO / "saved_models", show_default=True)
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="Dataset root (default: the data_dir in the run's config).")
-def main(run_dir, name, output_dir, data_dir):
+@click.option("--tta/--no-tta", default=False, show_default=True,
+              help="Release with test-time augmentation (mean over the 8 flips and rotations); "
+                   "the temperature is then fitted on those averaged probabilities.")
+def main(run_dir, name, output_dir, data_dir, tta):
     """Copy RUN_DIR's model, settings and gate into OUTPUT_DIR/NAME with checksums."""
     import keras
 
     import all_tf.models  # noqa: F401
     from all_tf.calibrate import calibrate_run
+    from all_tf.config import Config
     from all_tf.models.released import write_checksums
 
+    cfg = Config.load(run_dir / "config.json")
+    if cfg.tta != tta:
+        cfg.tta = tta
+        cfg.save(run_dir / "config.json")
+        (run_dir / "gate.json").unlink(missing_ok=True)  # refit for the new setting
     if not (run_dir / "gate.json").is_file():
         try:
             click.echo(calibrate_run(run_dir, data_dir))

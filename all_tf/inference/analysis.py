@@ -54,8 +54,22 @@ def probabilities_and_features(model) -> Callable[[np.ndarray], tuple[np.ndarray
 
 def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: int = 32,
                    labels: Iterable[int] | None = None) -> Analysis:
-    """Statistics, probabilities and features of RGB uint8 images (whole-field models)."""
+    """Statistics, probabilities and features of RGB uint8 images (whole-field models).
+
+    With ``cfg.tta`` the probabilities are the mean over the 8 flips and rotations of each
+    image, as ``predict`` computes them, and the features those of the unrotated view.
+    """
     from all_tf.preprocessing import preprocess_image
+
+    if cfg.tta:
+        from all_tf.evaluation.tta import dihedral_views
+
+        plain = fn
+
+        def fn(x):
+            n = len(x)
+            p, f = plain(dihedral_views(x))
+            return p.reshape(8, n, -1).mean(axis=0), f[:n]
 
     stats, probs, feats, batch = [], [], [], []
 

@@ -42,6 +42,7 @@ def _comparable(d: dict) -> dict:
     d["preprocess"]["reinhard_target"] = None  # fitted at the start of the run
     d["train"].pop("strategy", None)  # the same run may resume on other hardware
     d.pop("temperature", None)  # fitted after training (python -m all_tf.calibrate)
+    d.pop("tta", None)  # an inference setting
     return d
 
 
