@@ -13,7 +13,7 @@ see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a
 ``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
 temperature, and over the 8 flips and rotations of the field for models stored with ``tta``);
 ``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
-distance, mean over the views; models with a gate); ``nuclei`` (connected components of
+distance of the field, or mean over its crops; models with a gate); ``nuclei`` (connected components of
 :func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
 a bad file never stops the others).
 
@@ -293,8 +293,9 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
         for row, xi, rgb, boxes, stats in pending:
             p = backend.calibrate(probs[start:start + len(xi)].mean(axis=0, keepdims=True))[0]
             ood = None
-            if ood_scores is not None:
-                ood = float(np.mean(ood_scores[start:start + len(xi)]))
+            if ood_scores is not None:  # with tta: the unrotated view, as the gate was fitted
+                block = ood_scores[start:start + len(xi)]
+                ood = float(block[0] if cfg.tta else np.mean(block))
                 row["ood_score"] = round(ood, 4)
             start += len(xi)
             k = int(np.argmax(p))

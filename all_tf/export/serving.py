@@ -319,8 +319,8 @@ def export_saved_model(
                      for k in range(4)]
             probs, ood = run_model(tf.concat(views, axis=0))
             probs = tf.reduce_mean(tf.reshape(probs, [8, n, n_classes]), axis=0)
-            if ood is not None:
-                ood = tf.reduce_mean(tf.reshape(ood, [8, n]), axis=0)
+            if ood is not None:  # the unrotated view's distance, as the gate was fitted
+                ood = ood[:n]
         else:
             probs, ood = run_model(pixels)
         return _outputs(probs, threshold, temperature, reason, ood, ood_threshold)
