@@ -30,7 +30,11 @@ from _common import REPO, fail
 @click.option("--tta/--no-tta", default=False, show_default=True,
               help="Release with test-time augmentation (mean over the 8 flips and rotations); "
                    "the temperature is then fitted on those averaged probabilities.")
-def main(run_dir, name, output_dir, data_dir, tta):
+@click.option("--temperature/--no-temperature", default=True, show_default=True,
+              help="Keep the temperature fitted on the run's validation part, or release with "
+                   "temperature 1 (when cross-validation shows the scaling does not carry over "
+                   "to new batches).")
+def main(run_dir, name, output_dir, data_dir, tta, temperature):
     """Copy RUN_DIR's model, settings and gate into OUTPUT_DIR/NAME with checksums."""
     import keras
 
@@ -55,6 +59,10 @@ def main(run_dir, name, output_dir, data_dir, tta):
     model.save(out / "model.keras")  # compile=False: no optimizer state
     for f in ("config.json", "gate.json", "ood.npz", "split.json", "metrics.json"):
         shutil.copy2(run_dir / f, out / f)
+    if not temperature:
+        released = Config.load(out / "config.json")
+        released.temperature = 1.0
+        released.save(out / "config.json")
     click.echo(f"released {out} ({write_checksums(out)})")
 
 

@@ -200,8 +200,8 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
     """One table row per recipe (``results``: name -> :func:`pooled_out_of_fold` output), then
     the colour-histogram baseline and the peer, in %."""
     header = ("| recipe | images | balanced acc. [95 % CI] | macro F1 | macro AUC | "
-              "ECE raw → calibrated | Brier (cal.) | coverage (cal.) | acc. on confident "
-              "(cal.) | errors flagged (cal.) | recall Benign / Early / Pre / Pro |")
+              "ECE raw → cal. | Brier raw → cal. | coverage raw → cal. | acc. on confident "
+              "raw → cal. | errors flagged raw → cal. | recall Benign / Early / Pre / Pro |")
     lines = [header, "|" + "---|" * 11]
     for name, r in results.items():
         raw, cal = r["raw"], r["calibrated"]
@@ -210,8 +210,10 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
             f"| {name} | {raw['n']} | {_pct(raw['balanced_accuracy'])}"
             f"{_ci(r['ci'].get('balanced_accuracy'))} | {_pct(raw['macro_f1'])} | "
             f"{_pct(raw['macro_auc'])} | {_pct(raw['ece'])} → {_pct(cal['ece'])} | "
-            f"{cal['brier']:.3f} | {_pct(cal['coverage'])} | {_pct(cal['confident_accuracy'])}"
-            f" | {_pct(cal['errors_flagged'])} | {recall} |")
+            f"{raw['brier']:.3f} → {cal['brier']:.3f} | {_pct(raw['coverage'])} → "
+            f"{_pct(cal['coverage'])} | {_pct(raw['confident_accuracy'])} → "
+            f"{_pct(cal['confident_accuracy'])} | {_pct(raw['errors_flagged'])} → "
+            f"{_pct(cal['errors_flagged'])} | {recall} |")
     if colour:
         raw = colour["raw"]
         recall = " / ".join(_pct(raw["recall"][c]) for c in CLASS_NAMES)
