@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import all_tf  # noqa: E402,F401  (before TensorFlow: quiets its cuInit error without a GPU)
+
 SAMPLE_ALL4 = REPO / "all_tf" / "sample_data" / "all4"
 QUICK_IMAGE_SIZE = 64
 QUICK_EPOCHS = 1
