@@ -11,7 +11,7 @@ Example:
     >>> from all_tf.export.graph_gate import gate_statistics_graph
     >>> stats = gate_statistics_graph(tf.zeros([40, 60, 3], tf.uint8))
     >>> [round(float(v), 1) for v in stats.numpy()]
-    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0, 0.0]
+    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0, nan]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
-from all_tf.inference.gate import CHECKS, DOMINANT_SHARE, GATE_SIZE
+from all_tf.inference.gate import CHECKS, DOMINANT_SHARE, GATE_SIZE, MIN_CHROMA
 
 GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
                     "nucleus_b", "nucleus_hue")
@@ -43,6 +43,8 @@ def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
     dominant = tf.gather(tf.reshape(lab, [-1, 3]), top)
     nucleus_a, nucleus_b = tf.reduce_mean(dominant[:, 1]), tf.reduce_mean(dominant[:, 2])
     hue = tf.math.atan2(nucleus_b - 128.0, nucleus_a - 128.0) * (180.0 / np.pi)
+    chroma = tf.sqrt(tf.square(nucleus_a - 128.0) + tf.square(nucleus_b - 128.0))
+    hue = tf.where(chroma >= MIN_CHROMA, hue, np.nan)  # NaN: no comparison fails
     return tf.stack([
         tf.reduce_mean(grey),
         tf.reduce_mean(saturation),

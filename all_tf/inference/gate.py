@@ -40,6 +40,7 @@ GATE_SIZE = 224
 STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
               "nucleus_b", "nucleus_hue", "nucleus_size", "nuclei")
 DOMINANT_SHARE = 0.05  # nucleus_a/b: mean over this share of the most saturated pixels
+MIN_CHROMA = 10.0  # LAB a*b* distance from grey below which a hue is not defined
 # (statistic, side) -> reason; checked in this order, the first failing check names the reason
 CHECKS = (
     ("brightness", 0, "too_dark"),
@@ -75,7 +76,8 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         (variance of the Laplacian of the grey image), ``stain_a`` / ``stain_b`` (mean OpenCV
         LAB a* and b*, 0-255, 128 neutral), ``nucleus_a`` / ``nucleus_b`` (the same over the
         5 % most saturated pixels: the stained nuclei, purple = high a*, low b*),
-        ``nucleus_hue`` (their hue angle atan2(b* - 128, a* - 128) in degrees), ``nuclei``
+        ``nucleus_hue`` (their hue angle atan2(b* - 128, a* - 128) in degrees; NaN, and so
+        not checked, when their chroma is below MIN_CHROMA), ``nuclei``
         (purple-index nucleus components), ``nucleus_size`` (their mean area in pixels: a
         single cell filling the frame is another magnification), all on the image resized to
         GATE_SIZE x GATE_SIZE.
@@ -106,11 +108,15 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         "stain_b": float(lab[..., 2].mean()),
         "nucleus_a": float(dominant[:, 1].mean()),
         "nucleus_b": float(dominant[:, 2].mean()),
-        "nucleus_hue": float(np.degrees(np.arctan2(dominant[:, 2].mean() - 128.0,
-                                                   dominant[:, 1].mean() - 128.0))),
+        "nucleus_hue": _hue(dominant[:, 1].mean() - 128.0, dominant[:, 2].mean() - 128.0),
         "nuclei": float(nuclei),
         "nucleus_size": size,
     }
+
+
+def _hue(a: float, b: float) -> float:
+    """Hue angle in degrees of a LAB (a*, b*) offset from grey; NaN below MIN_CHROMA."""
+    return float(np.degrees(np.arctan2(b, a))) if np.hypot(a, b) >= MIN_CHROMA else float("nan")
 
 
 def _forward(name: str, x: np.ndarray) -> np.ndarray:
@@ -149,6 +155,10 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
     bounds: dict[str, list[float | None]] = {}
     for name in STATISTICS:
         values = np.array([s[name] for s in stats], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        if not len(values):
+            bounds[name] = [None, None]
+            continue
         if name == "nuclei":
             bounds[name] = [max(1.0, float(np.floor(np.quantile(values, quantile)))), None]
             continue
@@ -159,7 +169,8 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
 
 
 def input_reason(stats: dict[str, float], bounds: dict) -> str | None:
-    """The first failing input check's reason, or None when every check passes."""
+    """The first failing input check's reason, or None when every check passes (a NaN
+    statistic, such as the hue of grey nuclei, passes its checks)."""
     for name, side, reason in CHECKS:
         limit = (bounds.get(name) or [None, None])[side]
         if limit is None:
