@@ -26,16 +26,18 @@ def _sample(pairs, count: int, seed: int = 0):
 
 
 def _split_parts(source, cfg):
-    """(train, test) (path, label) lists from the run's split.json, or (None, None)."""
-    if source.run_dir is None or not (source.run_dir / "split.json").is_file():
+    """(train, test) (path, label) lists from the split.json of the run (or beside the model
+    file, as in a released model's folder), or (None, None)."""
+    folder = source.run_dir or source.model_path.parent
+    if not (folder / "split.json").is_file():
         return None, None
     from all_tf.data import Split
 
     root = cfg.data_dir or None
     try:
-        split = Split.load(source.run_dir / "split.json", root=root)
+        split = Split.load(folder / "split.json", root=root)
     except (ValueError, FileNotFoundError) as e:
-        log.warning("cannot use %s/split.json (%s)", source.run_dir, e)
+        log.warning("cannot use %s/split.json (%s)", folder, e)
         return None, None
     return [(r.path, r.label) for r in split.train], [(r.path, r.label) for r in split.test]
 
