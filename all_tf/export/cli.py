@@ -33,7 +33,8 @@ def _split_parts(source, cfg):
         return None, None
     from all_tf.data import Split
 
-    root = cfg.data_dir or None
+    # the config's data_dir when it exists from here, else the root stored in split.json
+    root = cfg.data_dir if cfg.data_dir and Path(cfg.data_dir).is_dir() else None
     try:
         split = Split.load(folder / "split.json", root=root)
     except (ValueError, FileNotFoundError) as e:
