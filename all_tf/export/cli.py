@@ -250,8 +250,13 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         if "savedmodel" in written:
             from all_tf.evaluation.calibration import apply_temperature
 
+            served = keras_probs
+            if cfg.tta:  # the serving graph averages the 8 flips and rotations
+                from all_tf.evaluation.tta import tta_probabilities
+
+                served = tta_probabilities(model, x)
             rows.insert(0, verify_saved_model(written["savedmodel"], paths,
-                                              apply_temperature(keras_probs, cfg.temperature), y))
+                                              apply_temperature(served, cfg.temperature), y))
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}
