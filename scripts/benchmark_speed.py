@@ -21,23 +21,10 @@ Example:
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
-import numpy as np
 from _common import SAMPLE_ALL4
-
-
-def _median_ms(fn, items, warmup: int = 3) -> float:
-    for item in items[:warmup]:
-        fn(item)
-    times = []
-    for item in items:
-        start = time.perf_counter()
-        fn(item)
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
 
 
 @click.command()
@@ -56,6 +43,7 @@ def main(model_path, size, images, output_dir):
     import tensorflow as tf
 
     from all_tf.config import Config
+    from all_tf.evaluation.timing import median_ms
     from all_tf.export.common import collect_inputs
     from all_tf.predict import load_backend, predict_files
 
@@ -81,19 +69,19 @@ def main(model_path, size, images, output_dir):
     files = [p for p, _ in collect_inputs([str(SAMPLE_ALL4)])][:images]
     rows = {}
     keras_backend = load_backend(model_path)
-    rows["keras"] = _median_ms(lambda f: predict_files(keras_backend, [f], progress=False),
-                               files)
+    rows["keras"] = median_ms(lambda f: predict_files(keras_backend, [f], progress=False),
+                              files, warmup=3)
     from all_tf.export.serving import find_saved_model
 
     serving = tf.saved_model.load(str(find_saved_model(export / "serving" / "all_tf")))
     fn = serving.signatures["serving_default"]
-    rows["savedmodel"] = _median_ms(
+    rows["savedmodel"] = median_ms(
         lambda f: fn(image_bytes=tf.constant([Path(f).read_bytes()]))["class_name"].numpy(),
-        files)
+        files, warmup=3)
     for variant in ("float32", "dynamic_int8"):
         backend = load_backend(export / "tflite" / f"all_tf_{variant}.tflite", threads=1)
-        rows[f"tflite {variant} (1 thread)"] = _median_ms(
-            lambda f, b=backend: predict_files(b, [f], progress=False), files)
+        rows[f"tflite {variant} (1 thread)"] = median_ms(
+            lambda f, b=backend: predict_files(b, [f], progress=False), files, warmup=3)
     table = ["| path | ms per image (median) | vs the paper's 4250 ms |", "|---|---|---|"]
     table += [f"| {k} | {v:.0f} | {4250 / v:.0f}x faster |" for k, v in rows.items()]
     text = (f"{cfg.model.name} at {cfg.preprocess.image_size} px, {len(files)} images, one at "

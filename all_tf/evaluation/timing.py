@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _median_ms(fn, items, warmup: int = 2) -> float:
+def median_ms(fn, items, warmup: int = 2) -> float:
+    """Median wall time of ``fn(item)`` over ``items`` in milliseconds, after ``warmup``
+    untimed calls on the first items."""
     for item in items[:warmup]:
         fn(item)
     times = []
@@ -62,10 +64,10 @@ def measure_run_timing(run_dir: str | os.PathLike, n_images: int = 32,
         def prep(rgb):
             return preprocess_image(rgb, pre)[None]
 
-    preprocess_ms = _median_ms(prep, images)
+    preprocess_ms = median_ms(prep, images)
     inputs = [prep(rgb) for rgb in images]
     model = load_model(run_dir)
-    batch1_ms = _median_ms(model.predict_on_batch, inputs, warmup=3)
+    batch1_ms = median_ms(model.predict_on_batch, inputs, warmup=3)
     batch = np.concatenate(inputs)[:batch_size]
     model.predict_on_batch(batch)
     start = time.perf_counter()
