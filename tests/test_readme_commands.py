@@ -82,8 +82,8 @@ def test_commands_run_as_printed(doc, cmds, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for args in cmds:
-        args = _absolute(args, tmp_path)
         target = _target(args)
+        args = _absolute(args, tmp_path)
         rest = args[2:] if args[0] == "-m" else args[1:]
         if target in PARSE_ONLY:
             for a in rest:  # outputs of earlier (not run) commands: an empty folder stands in
