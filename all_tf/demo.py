@@ -4,9 +4,9 @@ Writes ``predictions.csv`` (one row per image, with its status), nucleus overlay
 Grad-CAM panel into the output folder, and prints the accuracy on the sample and the time per
 image from file to label (decoding, preprocessing, input gate, model).
 
-The sample's 48 images come from the public all4 dataset and several were in the released
-model's training part, so its accuracy here shows the tool working, not how well it
-generalises: the model card (``saved_models/<name>/MODEL_CARD.md``) has the cross-validated
+The sample's 48 images come from the public all4 dataset and most were in the released
+model's training or validation part, so its accuracy here shows the tool working, not how well
+it generalises: the model card (``saved_models/<name>/MODEL_CARD.md``) has the cross-validated
 numbers.
 
 Example:
