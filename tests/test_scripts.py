@@ -71,7 +71,7 @@ def test_protocol_quick_writes_runs_rows_and_tables(protocol_dir):
     assert masked["n"] == int(rows[0]["n"])
     md = (protocol_dir / "summary.md").read_text()
     assert "acc. label hidden" in md
-    assert "Table 2: 70:30 split" in md
+    assert "Table 2 (the paper's protocol): 70:30 split" in md
     assert "| mobilenetv3small | gbt | 1 |" in md
     assert (protocol_dir / "summary.csv").read_text().startswith("model,head,split,n_runs")
 
