@@ -186,12 +186,11 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
     from all_tf.cli import SAMPLE_ALL4_DIR
     from all_tf.inference import Gate
 
-    sample_pairs = collect_inputs([str(SAMPLE_ALL4_DIR)])
-    if not train_pairs:
-        log.info("no usable split.json: int8 calibration uses the shipped sample")
-    if not test_pairs:
-        log.info("no usable split.json: verification uses the shipped sample")
-    train_pairs, test_pairs = train_pairs or sample_pairs, test_pairs or sample_pairs
+    if not train_pairs or not test_pairs:  # scanned only when needed
+        log.info("no usable split.json: int8 calibration and verification use the shipped "
+                 "sample")
+        sample_pairs = collect_inputs([str(SAMPLE_ALL4_DIR)])
+        train_pairs, test_pairs = train_pairs or sample_pairs, test_pairs or sample_pairs
     try:
         gate = Gate.load(src.run_dir or src.model_path.parent)
     except ValueError as e:
