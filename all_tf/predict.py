@@ -252,7 +252,7 @@ def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
         return np.stack([preprocess_image(c, cfg.preprocess) for c in crops])
     x = preprocess_image(rgb, cfg.preprocess)[None]
     if cfg.tta:  # the 8 views' probabilities are averaged like crops
-        from all_tf.evaluation.tta import dihedral_views
+        from all_tf.inference.tta import dihedral_views
 
         return dihedral_views(x)
     return x

@@ -171,7 +171,8 @@ def main(data_dir, output_dir, preset, config_file, verbose, **overrides):
     click.echo(f"all_tf.train: {cfg.model.name} at {cfg.preprocess.image_size} px on {cfg.data_dir} "
                f"-> {out}", err=True)
 
-    from all_tf.training import RunError, train_run
+    from all_tf.experiments import train_run
+    from all_tf.training import RunError
 
     try:
         metrics = train_run(cfg, out, verbose=verbose)

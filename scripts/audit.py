@@ -35,7 +35,7 @@ from _common import SAMPLE_ALL4, fail
 def main(data_dir, run_dir, output_dir, split_kind, seed, quick, force):
     """Audit a dataset (and optionally a trained run) for duplicates and shortcuts."""
     from all_tf.config import SplitConfig
-    from all_tf.evaluation.audit import audit_dataset, audit_markdown, write_audit
+    from all_tf.experiments.audit import audit_dataset, audit_markdown, write_audit
 
     if data_dir is None:
         if not quick:

@@ -43,7 +43,7 @@ def main(model_path, size, images, output_dir):
     import tensorflow as tf
 
     from all_tf.config import Config
-    from all_tf.evaluation.timing import median_ms
+    from all_tf.experiments.timing import median_ms
     from all_tf.export.common import collect_inputs
     from all_tf.predict import load_backend, predict_files
 

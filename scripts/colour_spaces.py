@@ -38,8 +38,8 @@ def main(quick, config_file, data_dir, image_size, epochs, batch_size, mixed_pre
          output_dir, model, spaces, split_kind, seeds, timing_images):
     """Compare input colour spaces: accuracy and speed (the paper's Table 4)."""
     from all_tf.config import Config
-    from all_tf.evaluation.protocol import RunSpec, run_specs, split_tag, write_summary
-    from all_tf.evaluation.timing import measure_run_timing
+    from all_tf.experiments.protocol import RunSpec, run_specs, split_tag, write_summary
+    from all_tf.experiments.timing import measure_run_timing
 
     base = base_config(quick, config_file, data_dir, image_size, epochs, batch_size,
                        mixed_precision)

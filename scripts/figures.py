@@ -69,8 +69,8 @@ def protocol_figures(draw: Drawer, protocol_dir: Path, gradcam_per_class: int):
 
     from all_tf.evaluation import figures
     from all_tf.evaluation.metrics import MACRO_KEYS
-    from all_tf.evaluation.protocol import summarise
     from all_tf.evaluation.results_csv import read_rows
+    from all_tf.experiments.protocol import summarise
 
     rows = read_rows(protocol_dir / "results.csv")
     if not rows:

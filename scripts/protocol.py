@@ -7,7 +7,7 @@ numbers of the test fold, and the test parts of all folds are pooled into ``cros
 temperature scaling, the colour-histogram baseline on the same folds). ``70:30`` and ``60:40``
 reproduce the paper's protocol (mean ± sd over seeds in ``summary.md``).
 
-Every run is an ``all_tf.training.train_run`` in ``<output-dir>/runs/<model>_<split>_s<seed>/``;
+Every run is an ``all_tf.experiments.train_run`` in ``<output-dir>/runs/<model>_<split>_s<seed>/``;
 its row is appended to ``<output-dir>/results.csv`` as it finishes, and ``summary.csv`` /
 ``summary.md`` are rewritten from the CSV. Rerunning the same command skips finished runs and
 resumes an interrupted one. With ``--hybrid`` (default) each run also gets a boosted-trees head
@@ -54,7 +54,7 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
         ValueError: an invalid split kind or placement.
     """
     from all_tf.config import Config
-    from all_tf.evaluation.protocol import RunSpec, split_tag
+    from all_tf.experiments.protocol import RunSpec, split_tag
     from all_tf.models import CBAM_PLACEMENTS
 
     unknown = [p for p in cbam_placements or [] if p not in CBAM_PLACEMENTS]
@@ -173,7 +173,7 @@ def main(
     hybrid_backend,
 ):
     """Run the classification protocol and write its results tables."""
-    from all_tf.evaluation.protocol import run_specs, write_summary
+    from all_tf.experiments.protocol import run_specs, write_summary
 
     base = base_config(
         quick, config_file, data_dir, image_size, epochs, batch_size, mixed_precision
@@ -202,7 +202,7 @@ def main(
         )
     except ValueError as e:
         fail(e)
-    from all_tf.evaluation.protocol import read_rows
+    from all_tf.experiments.protocol import read_rows
 
     # The table covers every run in results.csv, not only this invocation's seeds.
     all_seeds = sorted({int(r["seed"]) for r in read_rows(output_dir / "results.csv")} | set(seeds))
@@ -226,11 +226,11 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
     import json
 
     from all_tf.evaluation.crossval import (
-        colour_baseline_oof,
         crossval_markdown,
         pooled_out_of_fold,
         write_json,
     )
+    from all_tf.experiments.audit import colour_baseline_oof
     from all_tf.io import atomic_write_text
 
     groups: dict[str, list[Path]] = {}

@@ -193,7 +193,7 @@ def train_one(cfg, split, images: dict, run_dir: Path, *, workers: int,
     from all_tf.config import Config
     from all_tf.evaluation import compute_metrics
     from all_tf.evaluation.hybrid import feature_model, fit_booster, predict_proba_full
-    from all_tf.evaluation.label_check import CACHE_NAME as LABEL_CHECK_FILE
+    from all_tf.experiments.label_check import CACHE_NAME as LABEL_CHECK_FILE
     from all_tf.io import atomic_write_text
     from all_tf.losses import LossScheduleCallback
     from all_tf.training.callbacks import HistoryCSV
@@ -327,15 +327,15 @@ def main(data_dir, base_config, plan_file, output_dir, time_budget, min_run_seco
     deadline = start + time_budget if time_budget else None
     from all_tf.config import Config
     from all_tf.data import Split, make_split
-    from all_tf.evaluation.label_check import label_masked_columns
-    from all_tf.evaluation.protocol import (
+    from all_tf.evaluation.results_csv import completed_keys
+    from all_tf.experiments.label_check import label_masked_columns
+    from all_tf.experiments.protocol import (
         RunSpec,
         _row,
         append_result,
         split_tag,
         write_summary,
     )
-    from all_tf.evaluation.results_csv import completed_keys
     from all_tf.training.run import RunError, load_records
 
     if quick:

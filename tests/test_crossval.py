@@ -23,7 +23,7 @@ from all_tf.evaluation.crossval import (
     oof_metrics,
     pooled_out_of_fold,
 )
-from all_tf.training.run import PREDICTIONS_FILE, write_predictions
+from all_tf.evaluation.predictions import PREDICTIONS_FILE, write_predictions
 
 SIZES = (90, 160, 150, 120)
 
@@ -190,7 +190,7 @@ def test_pooled_out_of_fold_calibrates_each_fold_on_its_validation_part(tmp_path
 
 
 def test_dihedral_views_are_the_eight_symmetries():
-    from all_tf.evaluation.tta import dihedral_views
+    from all_tf.inference.tta import dihedral_views
 
     x = np.random.default_rng(0).random((2, 6, 6, 3)).astype(np.float32)
     views = dihedral_views(x).reshape(8, 2, 6, 6, 3)
@@ -202,7 +202,7 @@ def test_dihedral_views_are_the_eight_symmetries():
 
 def test_tta_of_a_rotation_invariant_model_equals_its_plain_prediction():
     keras = pytest.importorskip("keras")
-    from all_tf.evaluation.tta import tta_probabilities
+    from all_tf.inference.tta import tta_probabilities
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),

@@ -9,9 +9,9 @@ from all_tf.evaluation.gradcam import find_feature_layer, grad_cam, overlay_heat
 from all_tf.evaluation.hybrid import (  # noqa: E402
     fit_booster,
     make_booster,
-    per_image,
     predict_proba_full,
 )
+from all_tf.evaluation.predictions import per_image  # noqa: E402
 
 
 def _cam_model():
@@ -106,8 +106,9 @@ def test_hybrid_per_image_averages_crops():
     labels = np.array([1, 1, 0])
     index = np.array([5, 5, 9])  # image numbers with gaps (unreadable images dropped)
     probs = np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]])
-    y, p = per_image(labels, index, probs)
+    y, p, kept = per_image(labels, index, probs)
     assert y.tolist() == [1, 0]
+    assert kept.tolist() == [5, 9]
     np.testing.assert_allclose(p, [[0.3, 0.7], [0.9, 0.1]])
 
 

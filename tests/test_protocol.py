@@ -7,14 +7,14 @@ import pytest
 
 from all_tf.config import Config
 from all_tf.evaluation import compute_metrics
-from all_tf.evaluation.protocol import (
+from all_tf.evaluation.results_csv import read_rows
+from all_tf.experiments.protocol import (
     RunSpec,
     run_specs,
     summarise,
     summary_markdown,
     write_summary,
 )
-from all_tf.evaluation.results_csv import read_rows
 
 
 @pytest.fixture
@@ -31,9 +31,9 @@ def fake_train(monkeypatch):
         (output_dir / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
-    import all_tf.training.run
+    import all_tf.experiments.run
 
-    monkeypatch.setattr(all_tf.training.run, "train_run", train_run)
+    monkeypatch.setattr(all_tf.experiments.run, "train_run", train_run)
     return calls
 
 
@@ -114,7 +114,7 @@ def test_read_rows_of_protocol_csv_are_complete(fake_train, tmp_path):
 
 
 def test_a_csv_begun_before_a_column_existed_keeps_its_header(fake_train, tmp_path):
-    from all_tf.evaluation.protocol import RESULT_COLUMNS, append_result
+    from all_tf.experiments.protocol import RESULT_COLUMNS, append_result
 
     old_header = [c for c in RESULT_COLUMNS if not c.startswith("label_masked")]
     (tmp_path / "results.csv").write_text(",".join(old_header) + "\n")

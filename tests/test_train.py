@@ -205,7 +205,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from all_tf.config import Config
-from all_tf.training import train_run
+from all_tf.experiments import train_run
 from all_tf.training.strategy import get_strategy
 assert get_strategy("mirrored").num_replicas_in_sync == 2
 cfg = Config.preset("quick")

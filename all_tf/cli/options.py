@@ -15,8 +15,7 @@ from pathlib import Path
 
 import click
 
-SAMPLE_ALL4_DIR = Path(__file__).resolve().parents[1] / "sample_data" / "all4"
-"""The 4-class sample shipped with the package (12 images per class)."""
+from all_tf.data.scan import SAMPLE_ALL4_DIR  # noqa: F401  (re-exported)
 
 
 def data_dir_option(default: Path | None = None, **kwargs):

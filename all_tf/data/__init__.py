@@ -22,6 +22,7 @@ from all_tf.data.duplicates import (
 )
 from all_tf.data.scan import (
     CLASS_ALIASES,
+    SAMPLE_ALL4_DIR,
     Record,
     ScanResult,
     class_index,
@@ -33,6 +34,7 @@ from all_tf.data.splits import Split, make_split
 
 __all__ = [
     "CLASS_ALIASES",
+    "SAMPLE_ALL4_DIR",
     "DuplicatePair",
     "DuplicateReport",
     "Record",

@@ -31,6 +31,9 @@ from pathlib import Path
 from all_tf import CLASS_NAMES
 from all_tf.io import IMAGE_EXTENSIONS, ImageReadError, read_image
 
+SAMPLE_ALL4_DIR = Path(__file__).resolve().parents[1] / "sample_data" / "all4"
+"""The 4-class sample shipped with the package (12 images per class)."""
+
 CLASS_ALIASES: dict[str, int] = {
     # Benign (hematogones)
     "benign": 0,

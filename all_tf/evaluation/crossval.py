@@ -33,8 +33,8 @@ from all_tf.evaluation.calibration import (
     fit_temperature,
     negative_log_likelihood,
 )
+from all_tf.evaluation.predictions import PREDICTIONS_FILE
 from all_tf.evaluation.uncertainty import predict_labels
-from all_tf.training.run import PREDICTIONS_FILE
 
 PEER = {
     "name": "DinoBloom-S frozen + attention-MIL (shrirudragoud/leukemia-detection-and-"
@@ -229,47 +229,6 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
             f"{_ci(peer['balanced_accuracy_ci'])} | {_pct(peer['macro_f1'])} | "
             f"{_pct(peer['macro_auc'])} | – → {_pct(peer['ece_calibrated'])} | – | – | – | – | – |")
     return "\n".join(lines) + "\n"
-
-
-def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = None,
-                        seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
-    """Random forest on RGB histograms (label corner masked) under the contiguous folds of
-    ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
-
-    Returns:
-        ``{"raw": metrics, "ci": {...}}`` as in :func:`pooled_out_of_fold` (no calibration).
-    """
-    import dataclasses
-
-    from sklearn.ensemble import RandomForestClassifier
-
-    from all_tf.data import assign_groups, make_split, scan_dataset
-    from all_tf.data.splits import sequence_numbers
-    from all_tf.evaluation.audit import _read_all, rgb_histogram
-    from all_tf.preprocessing.label_corner import mask_label_corner
-
-    records = assign_groups(scan_dataset(data_dir).records)
-    images = _read_all(records)
-    features = {r.path: rgb_histogram(mask_label_corner(im))
-                for r, im in zip(records, images, strict=True) if im is not None}
-    numbers = dict(zip((r.path for r in records), sequence_numbers(records), strict=True))
-    ys, ps, nums = [], [], []
-    for fold in range(n_folds or split_cfg.n_folds):
-        cfg = dataclasses.replace(split_cfg, kind="contiguous", fold=fold)
-        split = make_split(records, cfg)
-        fit = [r for r in split.train + split.val if r.path in features]
-        test = [r for r in split.test if r.path in features]
-        forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=2)
-        forest.fit(np.stack([features[r.path] for r in fit]), [r.label for r in fit])
-        p = np.zeros((len(test), len(CLASS_NAMES)))
-        p[:, forest.classes_] = forest.predict_proba(np.stack([features[r.path] for r in test]))
-        ys.append([r.label for r in test])
-        ps.append(p)
-        nums.append([numbers[r.path] for r in test])
-    y, p = np.concatenate(ys), np.concatenate(ps)
-    blocks = block_ids(y, np.concatenate(nums), block_size)
-    return {"raw": oof_metrics(y, p), "ci": block_bootstrap_ci(y, p, blocks, n_boot=n_boot,
-                                                               seed=seed)}
 
 
 def write_json(path: str | Path, doc: dict) -> None:

@@ -41,17 +41,10 @@ def extract_features(model, records, cfg, batch_size: int = 32):
         ``(features, labels, image_index)``: float32 (M, D), int (M,) and int (M,), one row per
         image (image mode) or per crop (crop mode); ``image_index`` numbers the images read.
     """
-    from all_tf.data import make_eval_dataset
+    from all_tf.evaluation.predictions import eval_outputs
 
     fmodel = feature_model(model)
-    feats, labels, index = [], [], []
-    for images, onehot, image_index in make_eval_dataset(records, cfg, batch_size=batch_size):
-        feats.append(np.asarray(fmodel.predict_on_batch(images), dtype=np.float32))
-        labels.append(np.argmax(onehot.numpy(), axis=1))
-        index.append(image_index.numpy())
-    if not feats:
-        raise ValueError("no image could be read for feature extraction")
-    feats, labels, index = map(np.concatenate, (feats, labels, index))
+    feats, labels, index = eval_outputs(fmodel.predict_on_batch, records, cfg, batch_size)
     return feats.reshape(len(feats), -1), labels, index
 
 
@@ -112,16 +105,6 @@ def predict_proba_full(clf, classes, features, n_classes: int) -> np.ndarray:
     return out
 
 
-def per_image(labels, index, probs):
-    """Per-image (y_true, probs) from per-row values (crop mode: mean over crops)."""
-    from all_tf.evaluation.crops import aggregate_crop_probabilities
-
-    kept, index = np.unique(index, return_inverse=True)
-    y_true = np.zeros(len(kept), dtype=int)
-    y_true[index] = labels
-    return y_true, aggregate_crop_probabilities(probs, index, len(kept))
-
-
 def evaluate_hybrid(model, split, cfg, *, backend: str = "auto", seed: int = 0,
                     batch_size: int = 32) -> dict:
     """Fit boosted trees on the training part's features and score the test part.
@@ -136,12 +119,13 @@ def evaluate_hybrid(model, split, cfg, *, backend: str = "auto", seed: int = 0,
     """
     from all_tf import CLASS_NAMES
     from all_tf.evaluation.metrics import compute_metrics
+    from all_tf.evaluation.predictions import per_image
 
     x_train, y_train, _ = extract_features(model, split.train, cfg, batch_size)
     x_test, y_test, i_test = extract_features(model, split.test, cfg, batch_size)
     clf, name, classes = fit_booster(x_train, y_train, backend, seed)
     probs = predict_proba_full(clf, classes, x_test, len(CLASS_NAMES))
-    y_true, probs = per_image(y_test, i_test, probs)
+    y_true, probs, _ = per_image(y_test, i_test, probs)
     metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
     metrics["hybrid_backend"] = name
     metrics["feature_dim"] = int(x_train.shape[1])

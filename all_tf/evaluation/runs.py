@@ -1,4 +1,4 @@
-"""Reading finished run directories (written by ``all_tf.training.train_run``).
+"""Reading finished run directories (written by ``all_tf.experiments.train_run``).
 
 A run directory holds ``config.json``, ``split.json``, ``history.csv``,
 ``checkpoints/{best,last}.keras`` and ``metrics.json``. Every loader here raises

@@ -183,7 +183,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
             src.model_path.stem + "_export")
     threshold = cfg.uncertainty_threshold if threshold is None else threshold
     train_pairs, test_pairs = _split_parts(src, cfg)
-    from all_tf.cli import SAMPLE_ALL4_DIR
+    from all_tf.data import SAMPLE_ALL4_DIR
     from all_tf.inference import Gate
 
     if not train_pairs or not test_pairs:  # scanned only when needed

@@ -62,7 +62,7 @@ def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: in
     from all_tf.preprocessing import preprocess_image
 
     if cfg.tta:
-        from all_tf.evaluation.tta import dihedral_views
+        from all_tf.inference.tta import dihedral_views
 
         plain = fn
 

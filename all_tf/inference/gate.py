@@ -84,7 +84,7 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     """
     import cv2
 
-    from all_tf.preprocessing.pipeline import resize_to
+    from all_tf.preprocessing.resize import resize_to
     from all_tf.segmentation import segment_nuclei
 
     small = np.ascontiguousarray(resize_to(rgb, GATE_SIZE))

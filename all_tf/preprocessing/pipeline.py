@@ -20,18 +20,7 @@ from all_tf.preprocessing.colour_spaces import to_colour_space
 from all_tf.preprocessing.intensity import check_rgb_uint8, clahe_lab_inplace, scale_to_unit
 from all_tf.preprocessing.label_corner import mask_label_corner
 from all_tf.preprocessing.reinhard import check_target, reinhard_lab
-
-
-def resize_to(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 (H, W, C) to (size, size, C): area averaging when shrinking, else bilinear.
-
-    The aspect ratio is not kept (the datasets are square fields).
-    """
-    h, w = rgb.shape[:2]
-    if (h, w) == (size, size):
-        return rgb
-    interp = cv2.INTER_AREA if size < h and size < w else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
+from all_tf.preprocessing.resize import resize_to
 
 
 def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -61,7 +61,7 @@ def fit_reinhard_target(
     for i, rgb in enumerate(images):
         check_rgb_uint8(rgb, f"image {i}")
         if cfg is not None:
-            from all_tf.preprocessing.pipeline import resize_to
+            from all_tf.preprocessing.resize import resize_to
 
             rgb = resize_to(rgb, cfg.image_size)
             if cfg.mask_label_corner:

@@ -1,17 +1,17 @@
-"""One training run: config -> data -> model -> fit -> run directory.
+"""Fitting one run: config -> data -> model -> fit -> run directory.
 
-A run directory holds ``config.json`` (the resolved config, fitted Reinhard target included),
-``split.json``, ``history.csv``, ``checkpoints/{best,last}.keras``, ``backup/`` (while a run
-is unfinished) and ``metrics.json`` (test metrics of the best checkpoint). Calling
-:func:`train_run` again on the same directory resumes from the last finished epoch, or returns
-the stored metrics when the run is complete.
+:func:`fit_run` writes ``config.json`` (the resolved config, fitted Reinhard target
+included), ``split.json``, ``history.csv``, ``checkpoints/{best,last}.keras`` and ``backup/``
+(while the fit is unfinished); calling it again on the same directory resumes from the last
+finished epoch. Scoring the fitted model is the evaluation stage's job
+(:func:`all_tf.evaluation.evaluate_run`); :func:`all_tf.experiments.train_run` does both.
 
 Example:
     >>> from all_tf.config import Config
-    >>> from all_tf.training import train_run
+    >>> from all_tf.training import fit_run
     >>> cfg = Config.preset("quick")
     >>> cfg.data_dir = "all_tf/sample_data/all4"
-    >>> metrics = train_run(cfg, "runs/demo")  # doctest: +SKIP
+    >>> fitted = fit_run(cfg, "runs/demo")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
-from all_tf.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -143,67 +144,23 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
     return model, loss
 
 
-def predict_split(model, records, cfg: Config, batch_size: int, *, return_index: bool = False):
-    """Per-image (y_true, probabilities) for ``records``; crop mode averages crop probabilities.
+@dataclass
+class FittedRun:
+    """A fitted run: the model with its best weights, the split and config it was trained on."""
 
-    With ``return_index`` a third array gives, for each row, its position in ``records``
-    (unreadable files have no row).
-    """
-    import keras
-    import numpy as np
-
-    from all_tf.data import make_eval_dataset
-    from all_tf.evaluation import aggregate_crop_probabilities
-
-    ds = make_eval_dataset(records, cfg, batch_size=batch_size)
-    probs, labels, index = [], [], []
-    for images, onehot, image_index in ds:
-        probs.append(keras.ops.convert_to_numpy(model(images, training=False)))
-        labels.append(np.argmax(onehot.numpy(), axis=1))
-        index.append(image_index.numpy())
-    if not probs:
-        raise RunError("no test image could be read")
-    probs, labels, index = map(np.concatenate, (probs, labels, index))
-    kept = np.unique(index)  # images whose file could not be read have no rows
-    remap = {int(i): k for k, i in enumerate(kept)}
-    index = np.array([remap[int(i)] for i in index])
-    y_true = np.zeros(len(kept), dtype=int)
-    y_true[index] = labels
-    probs = aggregate_crop_probabilities(probs, index, len(kept))
-    return (y_true, probs, kept) if return_index else (y_true, probs)
+    model: Any
+    split: Any
+    cfg: Config
+    train_seconds: float  # fitting time of this call (a resumed run counts only its part), s
+    epochs: int  # epochs in history.csv
 
 
-PREDICTIONS_FILE = "predictions.csv"
-
-
-def write_predictions(path: Path, parts: dict) -> None:
-    """Write per-image probabilities of several parts to one CSV.
-
-    Args:
-        path: output CSV (columns part, path, label, number, p_<class>...; written atomically).
-        parts: ``{part: (records, y_true, probs (N, C), index into records)}``.
-    """
-    import csv
-    import io
-
-    from all_tf.data.splits import sequence_numbers
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["part", "path", "label", "number", *(f"p_{c}" for c in CLASS_NAMES)])
-    for part, (records, y_true, probs, index) in parts.items():
-        numbers = sequence_numbers(records)
-        for row, k in enumerate(index):
-            writer.writerow([part, records[k].path, int(y_true[row]), numbers[k],
-                             *(f"{p:.6g}" for p in probs[row])])
-    atomic_write_text(path, buf.getvalue())
-
-
-def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> dict:
-    """Train ``cfg`` into ``output_dir`` (resuming if it holds an unfinished run of ``cfg``).
+def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> FittedRun:
+    """Fit ``cfg`` into ``output_dir`` (resuming if it holds an unfinished run of ``cfg``).
 
     Returns:
-        The test metrics of the best checkpoint (also written to ``metrics.json``).
+        The model with the best checkpoint's weights loaded (scoring it is
+        :func:`all_tf.evaluation.evaluate_run`).
 
     Raises:
         RunError: before any training, for an unusable dataset, split, model or directory.
@@ -211,10 +168,6 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     out = Path(output_dir)
     cfg = Config.from_dict(cfg.to_dict())  # never mutate the caller's config
     stored = prepare_output_dir(cfg, out)
-    metrics_path = out / "metrics.json"
-    if stored is not None and metrics_path.exists():
-        log.info("%s is complete; returning its stored metrics", out)
-        return json.loads(metrics_path.read_text())
     if stored is not None:
         cfg.preprocess.reinhard_target = stored.preprocess.reinhard_target
 
@@ -261,7 +214,6 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     train_ds = make_dataset(split.train, cfg, training=True, batch_size=batch)
     val_ds = make_dataset(split.val, cfg, training=False, batch_size=batch)
 
-    from all_tf.evaluation import compute_metrics
     from all_tf.losses import LossScheduleCallback
     from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, RunCheckpoints
 
@@ -288,20 +240,7 @@ def train_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -
     best = out / "checkpoints" / "best.keras"
     if best.exists():
         model.load_weights(best)
-    predictions = {}
-    for part in ("val", "test"):
-        records = getattr(split, part)
-        predictions[part] = (records, *predict_split(model, records, cfg, batch,
-                                                     return_index=True))
-    write_predictions(out / PREDICTIONS_FILE, predictions)
-    _, y_true, probs, _ = predictions["test"]
-    metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-    metrics["epochs_trained"] = read_history_epochs(out)
-    metrics["train_seconds_last_session"] = round(train_seconds, 1)
-    metrics["n_train"], metrics["n_val"], metrics["n_test"] = (
-        len(split.train), len(split.val), len(split.test))
-    atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
-    return metrics
+    return FittedRun(model, split, cfg, train_seconds, read_history_epochs(out))
 
 
 def read_history_epochs(out: Path) -> int:
@@ -318,4 +257,4 @@ def _class_weights(records) -> dict[int, float]:
     return {c: total / (len(counts) * n) for c, n in counts.items()}
 
 
-__all__ = ["RunError", "train_run"]
+__all__ = ["FittedRun", "RunError", "fit_run", "prepare_output_dir"]

@@ -38,8 +38,8 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
         ``<run_dir>/label_masked_metrics.json``.
     """
     from all_tf.evaluation.metrics import compute_metrics
+    from all_tf.evaluation.predictions import predict_split
     from all_tf.evaluation.runs import load_config, load_model, load_split
-    from all_tf.training.run import predict_split
 
     run_dir = Path(run_dir)
     cached = run_dir / CACHE_NAME

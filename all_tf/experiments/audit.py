@@ -120,10 +120,51 @@ def colour_baselines(split, target: dict | None = None, seed: int = 0,
     return results
 
 
+def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = None,
+                        seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
+    """Random forest on RGB histograms (label corner masked) under the contiguous folds of
+    ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
+
+    Returns:
+        ``{"raw": metrics, "ci": {...}}`` as in :func:`pooled_out_of_fold` (no calibration).
+    """
+    import dataclasses
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    from all_tf.data import assign_groups, make_split, scan_dataset
+    from all_tf.data.splits import sequence_numbers
+    from all_tf.evaluation.crossval import block_bootstrap_ci, block_ids, oof_metrics
+    from all_tf.preprocessing.label_corner import mask_label_corner
+
+    records = assign_groups(scan_dataset(data_dir).records)
+    images = _read_all(records)
+    features = {r.path: rgb_histogram(mask_label_corner(im))
+                for r, im in zip(records, images, strict=True) if im is not None}
+    numbers = dict(zip((r.path for r in records), sequence_numbers(records), strict=True))
+    ys, ps, nums = [], [], []
+    for fold in range(n_folds or split_cfg.n_folds):
+        cfg = dataclasses.replace(split_cfg, kind="contiguous", fold=fold)
+        split = make_split(records, cfg)
+        fit = [r for r in split.train + split.val if r.path in features]
+        test = [r for r in split.test if r.path in features]
+        forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=2)
+        forest.fit(np.stack([features[r.path] for r in fit]), [r.label for r in fit])
+        p = np.zeros((len(test), len(CLASS_NAMES)))
+        p[:, forest.classes_] = forest.predict_proba(np.stack([features[r.path] for r in test]))
+        ys.append([r.label for r in test])
+        ps.append(p)
+        nums.append([numbers[r.path] for r in test])
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    blocks = block_ids(y, np.concatenate(nums), block_size)
+    return {"raw": oof_metrics(y, p), "ci": block_bootstrap_ci(y, p, blocks, n_boot=n_boot,
+                                                               seed=seed)}
+
+
 def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int = 32) -> dict:
     """Test metrics of a trained run on original, label-masked and Reinhard-normalised images.
 
-    The label check is the protocol's (:func:`~all_tf.evaluation.label_check.label_masked_metrics`:
+    The label check is the protocol's (:func:`~all_tf.experiments.label_check.label_masked_metrics`:
     the run's preprocessing with the corner masked after resizing, cached in the run
     directory). For the other two, the test images are written losslessly (PNG) to a
     temporary folder and go through the run's own evaluation pipeline, so preprocessing is
@@ -135,11 +176,11 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
     import cv2
 
     from all_tf.data import Record
-    from all_tf.evaluation.label_check import label_masked_metrics
     from all_tf.evaluation.metrics import compute_metrics
+    from all_tf.evaluation.predictions import predict_split
     from all_tf.evaluation.runs import load_config, load_model, load_split
+    from all_tf.experiments.label_check import label_masked_metrics
     from all_tf.preprocessing import fit_reinhard_target, reinhard_normalize
-    from all_tf.training.run import predict_split
 
     cfg = load_config(run_dir)
     model = load_model(run_dir)

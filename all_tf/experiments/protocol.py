@@ -20,9 +20,9 @@ from pathlib import Path
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
-from all_tf.evaluation.label_check import label_masked_columns, label_masked_metrics
 from all_tf.evaluation.metrics import flat_metrics
 from all_tf.evaluation.results_csv import append_row, completed_keys, read_header, read_rows
+from all_tf.experiments.label_check import label_masked_columns, label_masked_metrics
 from all_tf.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,11 @@ def run_specs(
         All complete rows of the CSV after the protocol (strings, as read back).
 
     Raises:
-        all_tf.training.run.RunError (a ValueError): a run directory holds another config, or the
+        all_tf.training.RunError (a ValueError): a run directory holds another config, or the
             data cannot be trained on.
     """
-    from all_tf.training import run as training
+    from all_tf.experiments import run as experiment
+    from all_tf.training.run import prepare_output_dir
 
     out_dir = Path(out_dir)
     csv_path = out_dir / "results.csv"
@@ -146,7 +147,7 @@ def run_specs(
         run_dir = out_dir / "runs" / spec.run_id
         ids = [spec.run_id] + ([f"{spec.run_id}+gbt"] if hybrid else [])
         if (run_dir / "config.json").exists():
-            training.prepare_output_dir(spec.cfg, run_dir)  # RunError if another config
+            prepare_output_dir(spec.cfg, run_dir)  # RunError if another config
         if all(i in done for i in ids):
             echo(f"skip {spec.run_id}: already in {csv_path.name}")
             continue
@@ -155,7 +156,7 @@ def run_specs(
                 echo(f"{spec.run_id}: finished earlier, recording its stored metrics")
             else:
                 echo(f"train {spec.run_id} -> {run_dir}")
-            metrics = training.train_run(spec.cfg, run_dir, verbose=verbose)
+            metrics = experiment.train_run(spec.cfg, run_dir, verbose=verbose)
             extra = after_run(spec, run_dir) if after_run else {}
             if label_check:
                 extra = {**label_masked_columns(label_masked_metrics(run_dir)), **extra}
