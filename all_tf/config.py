@@ -7,21 +7,55 @@ Example:
     96
     >>> Config.from_dict(cfg.to_dict()) == cfg
     True
+    >>> cfg.override({"model.name": "mobilenetv3small", "train.loss": "ce"}).train.loss
+    'ce'
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-COLOUR_SPACES = ("rgb", "hsv", "lab", "hed")
-INPUT_MODES = ("image", "crops")
-SPLIT_KINDS = ("70:30", "60:40", "kfold", "block", "contiguous")
-CBAM_PLACEMENTS = ("stages", "every_block", "final", "none")
-PRESETS = ("quick", "paper", "scratch")
+ColourSpace = Literal["rgb", "hsv", "lab", "hed"]
+InputMode = Literal["image", "crops"]
+SplitKind = Literal["70:30", "60:40", "kfold", "block", "contiguous"]
+CbamPlacement = Literal["stages", "every_block", "final", "none"]
+SegmentationMethod = Literal["otsu", "multiotsu", "fixed", "rgb"]
+Strategy = Literal["default", "mirrored", "multi_worker"]
+LossSchedule = Literal["ce", "focal", "ce_then_focal"]
+Preset = Literal["quick", "paper", "scratch"]
+
+COLOUR_SPACES = get_args(ColourSpace)
+INPUT_MODES = get_args(InputMode)
+SPLIT_KINDS = get_args(SplitKind)
+CBAM_PLACEMENTS = get_args(CbamPlacement)
+SEGMENTATION_METHODS = get_args(SegmentationMethod)
+STRATEGIES = get_args(Strategy)
+LOSSES = get_args(LossSchedule)
+PRESETS = get_args(Preset)
+
+UNCERTAINTY_THRESHOLD = 0.7
+"""Default confidence below which a prediction is "uncertain" (the preprint's 0.7)."""
+
+# Literal alias name (as the annotation string) -> allowed values, for validation.
+_CHOICES = {name: get_args(alias) for name, alias in {
+    "ColourSpace": ColourSpace, "InputMode": InputMode, "SplitKind": SplitKind,
+    "CbamPlacement": CbamPlacement, "SegmentationMethod": SegmentationMethod,
+    "Strategy": Strategy, "LossSchedule": LossSchedule}.items()}
+
+
+def check_choices(section) -> None:
+    """Raise ValueError if a ``Literal``-typed field of a config dataclass has another value."""
+    for f in dataclasses.fields(section):
+        choices = _CHOICES.get(f.type)
+        value = getattr(section, f.name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{type(section).__name__}.{f.name} must be one of "
+                             f"{', '.join(choices)}; got {value!r}")
 
 
 @dataclass
@@ -33,7 +67,7 @@ class PreprocessConfig:
     """
 
     image_size: int = 224
-    colour_space: str = "rgb"
+    colour_space: ColourSpace = "rgb"
     clahe: bool = True
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
@@ -44,15 +78,12 @@ class PreprocessConfig:
     # Fill the bottom-right scale-bar label box with the median colour (after resizing) so the
     # model cannot learn the label; see all_tf.preprocessing.label_corner. Image mode only.
     mask_label_corner: bool = False
-    input_mode: str = "image"  # "image": whole field; "crops": nucleus crops, averaged per image
+    input_mode: InputMode = "image"  # "image": whole field; "crops": nucleus crops, averaged per image
     crop_margin: int = 8  # pixels added around each nucleus box
     max_crops: int = 8  # at most this many crops per image (largest nuclei first)
 
     def __post_init__(self):
-        if self.colour_space not in COLOUR_SPACES:
-            raise ValueError(f"colour_space must be one of {COLOUR_SPACES}, got {self.colour_space!r}")
-        if self.input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        check_choices(self)
         if self.mask_label_corner and self.input_mode != "image":
             raise ValueError("mask_label_corner works on whole fields (input_mode 'image') only")
         if self.image_size < 32:
@@ -78,21 +109,27 @@ class AugmentConfig:
 class SegmentationConfig:
     """Nucleus segmentation by the purple index PI = (R+B)/2 - G on [0,1] RGB."""
 
-    method: str = "otsu"  # "otsu" | "multiotsu" | "fixed" | "rgb" (see all_tf.segmentation)
+    method: SegmentationMethod = "otsu"  # see all_tf.segmentation
     threshold: float = 0.2  # fixed PI threshold (paper: 0.1-0.3)
     opening_radius: int = 3
     min_object_px: int = 80
     smooth_sigma: float = 1.0
 
+    def __post_init__(self):
+        check_choices(self)
+
 
 @dataclass
 class ModelConfig:
-    name: str = "efficientnetv2s_cbam"
-    cbam_placement: str = "stages"
+    name: str = "efficientnetv2s_cbam"  # one of all_tf.models.MODEL_NAMES
+    cbam_placement: CbamPlacement = "stages"
     cbam_reduction: int = 16
     dropout: float = 0.3
     weights: str | None = None  # None | "imagenet" | path to a weights file
     bn_momentum: float = 0.9  # from-scratch training needs faster BN statistics than 0.99/0.999
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 @dataclass
@@ -103,19 +140,33 @@ class TrainConfig:
     min_learning_rate: float = 1e-6
     warmup_epochs: int = 2  # linear learning-rate warm-up
     weight_decay: float = 1e-5
-    loss_warmup_epochs: int = 5  # cross-entropy epochs before the switch to focal loss
+    # "ce": cross-entropy throughout; "focal": focal loss throughout; "ce_then_focal":
+    # cross-entropy for loss_warmup_epochs, then focal loss (the preprint's schedule)
+    loss: LossSchedule = "ce_then_focal"
+    loss_warmup_epochs: int = 5  # with loss "ce_then_focal"
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
     class_weights: bool = False
     early_stopping_patience: int = 15
     mixed_precision: bool = False  # "mixed_bfloat16" policy when True
     deterministic: bool = False
-    strategy: str = "default"  # default | mirrored | multi_worker
+    strategy: Strategy = "default"
+
+    def __post_init__(self):
+        check_choices(self)
+        if self.loss_warmup_epochs < 0:
+            raise ValueError(f"loss_warmup_epochs must be >= 0, got {self.loss_warmup_epochs}")
+
+    @property
+    def focal_start_epoch(self) -> int:
+        """0-based epoch at which focal loss replaces cross-entropy (``epochs``: never)."""
+        return {"ce": self.epochs, "focal": 0,
+                "ce_then_focal": min(self.loss_warmup_epochs, self.epochs)}[self.loss]
 
 
 @dataclass
 class SplitConfig:
-    kind: str = "70:30"
+    kind: SplitKind = "70:30"
     seed: int = 42
     val_fraction: float = 0.15  # of the training part
     fold: int = 0  # test fold for kind "kfold" and "contiguous" (0..n_folds-1)
@@ -126,8 +177,7 @@ class SplitConfig:
     embargo: int = 37
 
     def __post_init__(self):
-        if self.kind not in SPLIT_KINDS:
-            raise ValueError(f"split kind must be one of {SPLIT_KINDS}, got {self.kind!r}")
+        check_choices(self)
         if self.embargo < 0:
             raise ValueError(f"embargo must be >= 0 file numbers, got {self.embargo}")
 
@@ -145,7 +195,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    uncertainty_threshold: float = 0.7
+    uncertainty_threshold: float = UNCERTAINTY_THRESHOLD
     # softmax temperature fitted on held-out images (all_tf.evaluation.calibration); 1 = none
     temperature: float = 1.0
     # inference: average the softmax over the 8 flips and 90-degree rotations of each field
@@ -178,6 +228,7 @@ class Config:
             cfg.train.batch_size = 32
             cfg.train.epochs = 60
             cfg.train.learning_rate = 1e-3
+            cfg.train.loss = "ce"
             cfg.train.loss_warmup_epochs = 60
             cfg.train.mixed_precision = True
             return cfg
@@ -207,6 +258,7 @@ class Config:
             "split": SplitConfig,
         }
         kwargs = {}
+        d = _upgrade(d)
         for key, value in d.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value)
@@ -215,6 +267,26 @@ class Config:
             else:
                 raise ValueError(f"unknown config key {key!r}")
         return cls(**kwargs)
+
+    def override(self, updates: Mapping[str, Any]) -> Config:
+        """A validated copy with dotted-key updates, e.g. ``{"model.name": "vgg16"}``.
+
+        ``None`` values are skipped (an option not given on the command line).
+
+        Raises:
+            ValueError: an unknown key, or a value the section refuses.
+        """
+        d = self.to_dict()
+        for key, value in updates.items():
+            if value is None:
+                continue
+            section, _, name = key.rpartition(".")
+            target = d.get(section) if section else d
+            if not isinstance(target, dict) or name not in target or (
+                    not section and isinstance(target[name], dict)):
+                raise ValueError(f"unknown config key {key!r}")
+            target[name] = value
+        return Config.from_dict(d)
 
     def save(self, path: str | Path) -> None:
         from all_tf.io import atomic_write_text
@@ -235,3 +307,14 @@ def _build(klass, value: dict[str, Any]):
     if unknown:
         raise ValueError(f"unknown {klass.__name__} keys: {sorted(unknown)}")
     return klass(**value)
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved before ``train.loss`` existed: infer it from the warm-up length."""
+    train = d.get("train")
+    if isinstance(train, dict) and "loss" not in train:
+        warmup = train.get("loss_warmup_epochs", TrainConfig.loss_warmup_epochs)
+        epochs = train.get("epochs", TrainConfig.epochs)
+        loss = "ce" if warmup >= epochs else "focal" if warmup == 0 else "ce_then_focal"
+        d = {**d, "train": {**train, "loss": loss}}
+    return d

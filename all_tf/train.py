@@ -31,41 +31,44 @@ from all_tf.config import (
     CBAM_PLACEMENTS,
     COLOUR_SPACES,
     INPUT_MODES,
+    LOSSES,
     PRESETS,
     SPLIT_KINDS,
+    STRATEGIES,
     Config,
 )
 
-# Click option name -> (config section, field)
+# Click option name -> dotted config key
 OVERRIDES = {
-    "model": ("model", "name"),
-    "cbam_placement": ("model", "cbam_placement"),
-    "dropout": ("model", "dropout"),
-    "weights": ("model", "weights"),
-    "bn_momentum": ("model", "bn_momentum"),
-    "image_size": ("preprocess", "image_size"),
-    "colour_space": ("preprocess", "colour_space"),
-    "input_mode": ("preprocess", "input_mode"),
-    "mask_label_corner": ("preprocess", "mask_label_corner"),
-    "clahe": ("preprocess", "clahe"),
-    "reinhard": ("preprocess", "reinhard"),
-    "colour_jitter": ("augment", "colour_jitter"),
-    "hed_jitter": ("augment", "hed_jitter"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "learning_rate": ("train", "learning_rate"),
-    "loss_warmup_epochs": ("train", "loss_warmup_epochs"),
-    "focal_gamma": ("train", "focal_gamma"),
-    "focal_alpha": ("train", "focal_alpha"),
-    "patience": ("train", "early_stopping_patience"),
-    "mixed_precision": ("train", "mixed_precision"),
-    "deterministic": ("train", "deterministic"),
-    "strategy": ("train", "strategy"),
-    "class_weights": ("train", "class_weights"),
-    "seed": ("split", "seed"),
-    "split": ("split", "kind"),
-    "fold": ("split", "fold"),
-    "embargo": ("split", "embargo"),
+    "model": "model.name",
+    "cbam_placement": "model.cbam_placement",
+    "dropout": "model.dropout",
+    "weights": "model.weights",
+    "bn_momentum": "model.bn_momentum",
+    "image_size": "preprocess.image_size",
+    "colour_space": "preprocess.colour_space",
+    "input_mode": "preprocess.input_mode",
+    "mask_label_corner": "preprocess.mask_label_corner",
+    "clahe": "preprocess.clahe",
+    "reinhard": "preprocess.reinhard",
+    "colour_jitter": "augment.colour_jitter",
+    "hed_jitter": "augment.hed_jitter",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "learning_rate": "train.learning_rate",
+    "loss": "train.loss",
+    "loss_warmup_epochs": "train.loss_warmup_epochs",
+    "focal_gamma": "train.focal_gamma",
+    "focal_alpha": "train.focal_alpha",
+    "patience": "train.early_stopping_patience",
+    "mixed_precision": "train.mixed_precision",
+    "deterministic": "train.deterministic",
+    "strategy": "train.strategy",
+    "class_weights": "train.class_weights",
+    "seed": "split.seed",
+    "split": "split.kind",
+    "fold": "split.fold",
+    "embargo": "split.embargo",
 }
 
 
@@ -78,13 +81,7 @@ def resolve_config(preset: str | None, config_file: Path | None, data_dir: Path 
     else:
         cfg = Config.preset(preset or ("quick" if data_dir is None else "paper"))
     cfg.data_dir = str(data_dir or cfg.data_dir or SAMPLE_ALL4_DIR)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        section, name = OVERRIDES[key]
-        setattr(getattr(cfg, section), name, value)
-    # Re-run dataclass validation on the overridden values.
-    return Config.from_dict(cfg.to_dict())
+    return cfg.override({OVERRIDES[key]: value for key, value in overrides.items()})
 
 
 def default_output_dir(cfg: Config) -> Path:
@@ -132,7 +129,11 @@ def _model_choices():
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", "--lr", type=float, help="Peak learning rate of the cosine schedule.")
-@click.option("--loss-warmup-epochs", type=int, help="Cross-entropy epochs before focal loss.")
+@click.option("--loss", type=click.Choice(LOSSES),
+              help="ce: cross-entropy throughout; focal: focal loss throughout; ce_then_focal: "
+                   "cross-entropy for --loss-warmup-epochs, then focal (the preprint's).")
+@click.option("--loss-warmup-epochs", type=int,
+              help="With --loss ce_then_focal: cross-entropy epochs before focal loss.")
 @click.option("--focal-gamma", type=float)
 @click.option("--focal-alpha", type=float)
 @click.option("--patience", type=int, help="Early-stopping patience (epochs, on val_loss).")
@@ -146,7 +147,7 @@ def _model_choices():
 @click.option("--mixed-precision/--no-mixed-precision", default=None,
               help="bf16 mixed precision (faster on CPUs with AVX512-BF16 and on GPUs).")
 @click.option("--deterministic/--no-deterministic", default=None, help="TF op determinism.")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi_worker"]),
+@click.option("--strategy", type=click.Choice(STRATEGIES),
               help="tf.distribute strategy (multi_worker reads TF_CONFIG).")
 @click.option("--verbose", "-v", type=click.IntRange(0, 2), default=2,
               help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.")

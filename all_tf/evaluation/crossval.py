@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from all_tf import CLASS_NAMES
+from all_tf.config import UNCERTAINTY_THRESHOLD
 from all_tf.evaluation.calibration import (
     apply_temperature,
     brier_score,
@@ -66,7 +67,7 @@ def read_predictions(run_dir: str | Path, name: str = PREDICTIONS_FILE
             for k, v in parts.items()}
 
 
-def oof_metrics(y_true, probs, threshold: float = 0.7,
+def oof_metrics(y_true, probs, threshold: float = UNCERTAINTY_THRESHOLD,
                 class_names: Sequence[str] = CLASS_NAMES) -> dict:
     """Metrics of pooled predictions.
 
@@ -113,7 +114,7 @@ def block_ids(y_true, numbers, block_size: int) -> np.ndarray:
     return np.asarray(y_true, dtype=np.int64) * 1_000_000 + (np.asarray(numbers) - 1) // block_size
 
 
-def block_bootstrap_ci(y_true, probs, blocks, threshold: float = 0.7, n_boot: int = 1000,
+def block_bootstrap_ci(y_true, probs, blocks, threshold: float = UNCERTAINTY_THRESHOLD, n_boot: int = 1000,
                        seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile CIs of :data:`CI_METRICS`, resampling whole blocks with replacement within
     each class (the class sizes stay about as they are)."""
@@ -136,7 +137,7 @@ def block_bootstrap_ci(y_true, probs, blocks, threshold: float = 0.7, n_boot: in
             for k, v in draws.items() if v}
 
 
-def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = 0.7,
+def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERTAINTY_THRESHOLD,
                        block_size: int = 36, n_boot: int = 1000, seed: int = 0,
                        predictions: str = PREDICTIONS_FILE) -> dict:
     """Pool the test parts of the fold runs, with and without per-fold temperature scaling.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from all_tf import CLASS_NAMES
+from all_tf.config import UNCERTAINTY_THRESHOLD
 from all_tf.evaluation.uncertainty import predict_labels
 
 PER_CLASS_KEYS = ("precision", "recall", "specificity", "f1", "auc", "support")
@@ -28,7 +29,7 @@ SCALAR_KEYS = ("accuracy", *MACRO_KEYS, "coverage", "confident_accuracy", "n")
 
 
 def compute_metrics(
-    y_true, probs, class_names=CLASS_NAMES, threshold: float = 0.7
+    y_true, probs, class_names=CLASS_NAMES, threshold: float = UNCERTAINTY_THRESHOLD
 ) -> dict:
     """Metrics of probabilistic predictions against integer labels.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from all_tf.config import UNCERTAINTY_THRESHOLD
+
 
 def check_probabilities(probs, name: str = "probs") -> np.ndarray:
     """Return ``probs`` as a float64 (N, C) array; raise ValueError if not finite or not 2-D."""
@@ -23,7 +25,7 @@ def check_probabilities(probs, name: str = "probs") -> np.ndarray:
     return probs
 
 
-def predict_labels(probs, threshold: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict_labels(probs, threshold: float = UNCERTAINTY_THRESHOLD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply the prediction rule to class probabilities.
 
     Args:

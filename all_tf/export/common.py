@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from all_tf import CLASS_NAMES, __version__
-from all_tf.config import Config
+from all_tf.config import UNCERTAINTY_THRESHOLD, Config
 
 METADATA_FORMAT = "all_tf.export"
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = UNCERTAINTY_THRESHOLD
 
 
 @dataclass

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import keras
 
+from all_tf.config import CBAM_PLACEMENTS
 from all_tf.models.cbam import CBAM
-
-CBAM_PLACEMENTS = ("stages", "every_block", "final", "none")
 
 
 @dataclass(frozen=True)

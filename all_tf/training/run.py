@@ -135,7 +135,7 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
 
     model = build_from_config(cfg)
     loss = ScheduledFocalLoss(gamma=cfg.train.focal_gamma, alpha=cfg.train.focal_alpha,
-                              warmup_epochs=cfg.train.loss_warmup_epochs)
+                              warmup_epochs=cfg.train.focal_start_epoch)
     model.compile(
         optimizer=make_optimizer(cfg.train, steps_per_epoch),
         loss=loss,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from all_tf.config import STRATEGIES
 
 
 def get_strategy(name: str = "default"):
