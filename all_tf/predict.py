@@ -363,14 +363,14 @@ def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tupl
     ``.tflite`` file, a run directory or a SavedModel folder: the older ``MODEL INPUTS...``
     form).
     """
-    from all_tf.models.released import DEFAULT_MODEL, RELEASED, released_dir
+    from all_tf.models.released import DEFAULT_MODEL, RELEASED, released_model_path
 
     if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
         return inputs[0], inputs[1:]
     model = model or DEFAULT_MODEL
     if model in RELEASED or model in RELEASED.values():
-        folder = released_dir(model)
-        return str(folder / "model.keras"), inputs
+        # model.keras, or for a float16-parts release the .keras file rebuilt into the cache
+        return str(released_model_path(model)), inputs
     if not Path(model).exists():
         raise FileNotFoundError(f"{model}: no such model file or folder, and not a released "
                                 f"model (released: {', '.join(sorted(RELEASED))})")
