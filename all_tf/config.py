@@ -4,7 +4,7 @@ Example:
     >>> from all_tf.config import Config
     >>> cfg = Config.preset("quick")
     >>> cfg.preprocess.image_size
-    96
+    64
     >>> Config.from_dict(cfg.to_dict()) == cfg
     True
     >>> cfg.override({"model.name": "mobilenetv3small", "train.loss": "ce"}).train.loss
@@ -218,8 +218,8 @@ class Config:
         cross-entropy epochs). ``scratch``: the recipe measured to train EfficientNetV2-S +
         CBAM from random initialisation (batch 32, 60 epochs, peak lr 1e-3, cross-entropy
         throughout, bf16; 98.6-99.1 % at 224 px on a GPU, 97.98 ± 0.38 % over 3 seeds at
-        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny, for the
-        shipped sample and tests.
+        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny (64 px, 2 epochs), a
+        smoke test on the shipped sample, for the demo and tests.
         """
         cfg = cls()
         if name == "paper":
@@ -233,9 +233,9 @@ class Config:
             cfg.train.mixed_precision = True
             return cfg
         if name == "quick":
-            cfg.preprocess.image_size = 96
+            cfg.preprocess.image_size = 64
             cfg.model.name = "efficientnetv2b0_cbam"
-            cfg.train.epochs = 6
+            cfg.train.epochs = 2
             cfg.train.batch_size = 8
             cfg.train.learning_rate = 1e-3
             cfg.train.warmup_epochs = 1

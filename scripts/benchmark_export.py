@@ -81,9 +81,9 @@ def main(run_dir, data, model_name, size, train_steps, seed, verify_count, calib
     out.mkdir(parents=True, exist_ok=True)
     if run_dir is None:
         run_dir = make_standin_run(out / "run", data, model_name, size, train_steps, seed)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = dict(os.environ)
     start = time.time()
-    cmd = [sys.executable, "-m", "all_tf.export", str(run_dir), "--out", str(out / "export"),
+    cmd = [sys.executable, "-m", "all_tf.export", str(run_dir), "-o", str(out / "export"),
            "--verify-count", str(verify_count), "--calibration-count", str(calibration_count)]
     click.echo(" ".join(cmd))
     proc = subprocess.run(cmd, env=env)

@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import click
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 CACHE_LIMIT_BYTES = 3 << 30  # cached crop-mode runs are skipped above this estimate
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import click
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 NUCLEUS_VALUE = 255
 

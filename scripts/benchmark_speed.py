@@ -24,7 +24,9 @@ import json
 from pathlib import Path
 
 import click
-from _common import SAMPLE_ALL4
+
+import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without a GPU)
+from all_tf.data import SAMPLE_ALL4_DIR
 
 
 @click.command()
@@ -66,7 +68,7 @@ def main(model_path, size, images, output_dir):
         subprocess.run([sys.executable, "-m", "all_tf.export", str(model_path), "-o",
                         str(export), "--formats", "savedmodel,float32,dynamic_int8",
                         "--no-verify"], check=True)
-    files = [p for p, _ in collect_inputs([str(SAMPLE_ALL4)])][:images]
+    files = [p for p, _ in collect_inputs([str(SAMPLE_ALL4_DIR)])][:images]
     rows = {}
     keras_backend = load_backend(model_path)
     rows["keras"] = median_ms(lambda f: predict_files(keras_backend, [f], progress=False),

@@ -1,6 +1,6 @@
 """The commands printed in README.md and saved_models/ run as printed.
 
-Commands that train (``all_tf.train``, ``scripts/protocol.py``, ...) take an hour each, so they
+Commands that train (``all_tf.train``, ``all-tf protocol``, ...) take an hour each, so they
 are parsed by their Click command (every option and value checked) instead of run; every other
 command runs in a fresh working directory, in the order printed, with ``<path to all4>``
 replaced by the shipped sample.
@@ -8,7 +8,7 @@ replaced by the shipped sample.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import re
 import shlex
@@ -21,27 +21,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "all_tf" / "sample_data"
 PLACEHOLDERS = {"<path to all4>": str(SAMPLE / "all4"), "<path to segwbc>": str(SAMPLE / "segwbc")}
-PARSE_ONLY = {"all_tf.train", "all_tf.calibrate", "scripts/protocol.py", "scripts/rejection.py",
-              "scripts/release.py", "scripts/audit.py", "scripts/colour_spaces.py"}
+PARSE_ONLY = {"all_tf.train", "all_tf.calibrate", "all-tf protocol", "all-tf rejection",
+              "all-tf release", "all-tf audit", "all-tf colour-spaces"}
 DOCS = [REPO / "README.md", REPO / "saved_models" / "README.md",
         *sorted((REPO / "saved_models").glob("*/MODEL_CARD.md"))]
 
 
 def commands(path: Path) -> list[list[str]]:
-    """``python ...`` commands of the bash blocks of a Markdown file, as argument lists."""
+    """``python ...`` and ``all-tf ...`` commands of the bash blocks of a Markdown file, as
+    argument lists (``all-tf`` commands start with ``"all-tf"``)."""
     out = []
     for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split(" #", 1)[0].strip()
-            if line.startswith("python "):
+            if line.startswith(("python ", "all-tf ")):
                 for key, value in PLACEHOLDERS.items():
                     line = line.replace(key, shlex.quote(value))
-                out.append(shlex.split(line)[1:])
+                args = shlex.split(line)
+                out.append(args if args[0] == "all-tf" else args[1:])
     return out
 
 
 def _target(args: list[str]) -> str:
+    if args[0] == "all-tf":
+        return f"all-tf {args[1]}"
     return args[1] if args[0] == "-m" else args[0]
 
 
@@ -56,13 +60,11 @@ def _absolute(args: list[str], cwd: Path) -> list[str]:
 
 
 def _click_command(target: str):
-    if target.startswith("all_tf."):
-        return importlib.import_module(target).main
-    sys.path.insert(0, str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location(Path(target).stem, REPO / target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    if target.startswith("all-tf "):
+        from all_tf.cli.main import COMMANDS
+
+        return importlib.import_module(COMMANDS[target.split()[1]][0]).main
+    return importlib.import_module(target).main
 
 
 def _cases():
@@ -73,7 +75,7 @@ def _cases():
 
 
 def test_the_docs_print_commands():
-    assert commands(REPO / "README.md"), "README.md has no python commands in bash blocks"
+    assert commands(REPO / "README.md"), "README.md has no commands in bash blocks"
 
 
 @pytest.mark.slow
@@ -84,13 +86,15 @@ def test_commands_run_as_printed(doc, cmds, tmp_path, monkeypatch):
     for args in cmds:
         target = _target(args)
         args = _absolute(args, tmp_path)
-        rest = args[2:] if args[0] == "-m" else args[1:]
+        rest = args[2:] if args[0] in ("-m", "all-tf") else args[1:]
         if target in PARSE_ONLY:
             for a in rest:  # outputs of earlier (not run) commands: an empty folder stands in
                 if re.match(r"^(runs|results)/", a):
                     (tmp_path / a).mkdir(parents=True, exist_ok=True)
             _click_command(target).make_context(target, list(rest))
             continue
+        if args[0] == "all-tf":
+            args = ["-m", "all_tf.cli.main", *args[1:]]
         proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, (f"{doc.name}: python {shlex.join(args)}\n"

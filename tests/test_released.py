@@ -5,16 +5,13 @@ perturbed weights, so its probabilities differ per input, and a part limit just 
 largest array so the weights are split over many parts.
 """
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +120,7 @@ def test_light_release_keeps_the_keras_form(tmp_path):
 
 @pytest.mark.slow
 def test_release_script_writes_and_checks_float16_parts(tmp_path):
-    """scripts/release.py --weights-format float16-parts on a run made from the light release."""
+    """all-tf release --weights-format float16-parts on a run made from the light release."""
     from click.testing import CliRunner
 
     from all_tf.models import released
@@ -133,12 +130,9 @@ def test_release_script_writes_and_checks_float16_parts(tmp_path):
     shutil.copytree(light, run_dir)
     (run_dir / "checkpoints").mkdir()
     (run_dir / "model.keras").rename(run_dir / "checkpoints" / "best.keras")
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("all_tf_script_release", SCRIPTS / "release.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = CliRunner().invoke(module.main, [str(run_dir), "--name", "light_parts", "-o",
+    from all_tf.cli.main import main
+
+    result = CliRunner().invoke(main, ["release", str(run_dir), "--name", "light_parts", "-o",
                                               str(tmp_path / "out"), "--tta",
                                               "--weights-format", "float16-parts"])
     assert result.exit_code == 0, result.output

@@ -1,39 +1,28 @@
-"""The experiment scripts' --quick modes, resuming, and their clear errors on bad input.
+"""The experiment commands' --quick modes, resuming, and their clear errors on bad input.
 
-One quick protocol run (MobileNetV3-Small, 64 px, 1 epoch, 70:30, one seed) is trained once
+One quick protocol run (MobileNetV3-Small, the quick preset, 70:30, one seed) is trained once
 per module on the shipped sample; the other tests reuse its run directory. Both split kinds
 and the table layout are covered with a fake trainer in test_protocol.py.
 """
 
-import importlib.util
+import importlib
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from all_tf.cli.main import COMMANDS, main
 
 pytestmark = pytest.mark.slow
 
 
 def _module(name):
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _script(name):
-    return _module(name).main
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def invoke(name, *args, ok=True):
-    result = CliRunner().invoke(_script(name), [str(a) for a in args])
+    result = CliRunner().invoke(main, [name, *(str(a) for a in args)])
     if ok and result.exit_code != 0:
         raise AssertionError(f"{name} {args} failed ({result.exit_code}):\n{result.output}") \
             from result.exception
@@ -103,7 +92,7 @@ def test_protocol_repairs_a_truncated_csv_without_retraining(protocol_dir, tmp_p
 def test_protocol_run_dir_of_another_config_is_a_clear_error(protocol_dir, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(protocol_dir, out)
-    result = invoke("protocol", "--quick", "--splits", "70:30", "--epochs", "2", "-o", out,
+    result = invoke("protocol", "--quick", "--splits", "70:30", "--epochs", "3", "-o", out,
                     ok=False)
     assert result.exit_code == 1
     assert "different config" in result.output and "epochs" in result.output
@@ -112,7 +101,7 @@ def test_protocol_run_dir_of_another_config_is_a_clear_error(protocol_dir, tmp_p
 def test_empty_dataset_is_a_clear_error(tmp_path):
     empty = tmp_path / "empty"
     (empty / "Benign").mkdir(parents=True)
-    for script in ("protocol", "colour_spaces"):
+    for script in ("protocol", "colour-spaces"):
         result = invoke(script, "--quick", "--data-dir", empty, "-o", tmp_path / script, ok=False)
         assert result.exit_code == 1 and "no usable images" in result.output, result.output
     result = invoke("audit", "--data-dir", empty, "-o", tmp_path / "audit", ok=False)
@@ -164,14 +153,14 @@ def test_audit_quick_with_model_checks(protocol_dir, tmp_path):
 
 def test_colour_spaces_quick(tmp_path):
     out = tmp_path / "colour"
-    invoke("colour_spaces", "--quick", "--spaces", "hed", "-o", out)
+    invoke("colour-spaces", "--quick", "--spaces", "hed", "-o", out)
     rows = _rows(out / "results.csv")
     assert [r["colour_space"] for r in rows] == ["hed"]
     for r in rows:
         assert float(r["preprocess_ms"]) > 0 and float(r["inference_ms_batch1"]) > 0
     md = (out / "summary.md").read_text()
     assert "Time per image" in md and "| hed |" in md
-    result = invoke("colour_spaces", "--quick", "--spaces", "hed", "-o", out)
+    result = invoke("colour-spaces", "--quick", "--spaces", "hed", "-o", out)
     assert result.output.count("skip ") == 1
 
 
@@ -198,8 +187,7 @@ def test_config_file_reinhard_target_is_refitted_per_run(tmp_path):
     cfg.data_dir = str(tmp_path)
     cfg.preprocess.reinhard_target = {"mean": [200.0, 130.0, 118.0], "std": [40.0, 10.0, 14.0]}
     cfg.save(tmp_path / "config.json")
-    _module("protocol")  # puts scripts/ on sys.path
-    from _common import base_config
+    from all_tf.cli.options import base_config
 
     base = base_config(False, tmp_path / "config.json", None, None, None, None, None)
     assert base.preprocess.reinhard and base.preprocess.reinhard_target is None
@@ -212,6 +200,6 @@ def test_protocol_unknown_cbam_placement_is_a_clear_error(tmp_path):
 
 
 def test_scripts_help():
-    for name in ("protocol", "colour_spaces", "figures", "audit"):
+    for name in ("protocol", "colour-spaces", "figures", "audit"):
         result = invoke(name, "--help")
         assert "Usage" in result.output and "--output-dir" in result.output

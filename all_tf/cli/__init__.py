@@ -1,4 +1,5 @@
-"""Reusable Click option decorators shared by ``python -m all_tf.*`` and ``scripts/``."""
+"""The command line: ``all-tf <command>`` (:mod:`all_tf.cli.main`), one module per command,
+and the Click options and helpers they share (:mod:`all_tf.cli.options`)."""
 
 from all_tf.cli.options import (
     SAMPLE_ALL4_DIR,

@@ -1,4 +1,4 @@
-"""Click options used by several commands, so each is spelled and documented once.
+"""Click options and helpers used by several commands, so each is spelled and documented once.
 
 Example:
     >>> import click
@@ -54,3 +54,76 @@ def verbose_option():
 
     return click.option("--verbose", "-v", count=True, callback=callback, expose_value=True,
                         help="More log output (-vv for debug).")
+
+
+def csv_list(kind=str):
+    """Click callback: "a,b,c" -> [a, b, c] (None stays None)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return callback
+
+
+def base_config(quick: bool, config_file: Path | None, data_dir: Path | None,
+                image_size: int | None, epochs: int | None, batch_size: int | None,
+                mixed_precision: bool | None):
+    """The ``quick`` or ``paper`` preset (or a config file), then the command-line overrides.
+
+    Raises:
+        click.UsageError: no ``--data-dir`` without ``--quick``, or settings the config refuses.
+    """
+    from all_tf.config import Config
+
+    if config_file is not None:
+        cfg = Config.load(config_file)
+        # A run's config holds the Reinhard target fitted on *its* training part; every run
+        # of an experiment fits its own, so another seed's test images never shape it.
+        cfg.preprocess.reinhard_target = None
+    else:
+        cfg = Config.preset("quick" if quick else "paper")
+    if data_dir is None and not cfg.data_dir:
+        if not quick:
+            raise click.UsageError("--data-dir is required without --quick")
+        data_dir = SAMPLE_ALL4_DIR
+    try:
+        return cfg.override({"data_dir": None if data_dir is None else str(data_dir),
+                             "preprocess.image_size": image_size, "train.epochs": epochs,
+                             "train.batch_size": batch_size,
+                             "train.mixed_precision": mixed_precision})
+    except (TypeError, ValueError) as e:
+        raise click.UsageError(f"invalid settings: {e}") from None
+
+
+def training_options(f):
+    """--quick, --config, --data-dir, --image-size, --epochs, --batch-size, --mixed-precision."""
+    options = [
+        click.option("--quick", is_flag=True,
+                     help="The quick preset (tiny: a smoke test), one seed, the shipped sample "
+                          "by default."),
+        click.option("--config", "config_file",
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Base config JSON (instead of the preset)."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Dataset root with one folder per class (default with --quick: "
+                          "the shipped sample)."),
+        click.option("--image-size", type=int, help="Input size in pixels (overrides)."),
+        click.option("--epochs", type=int, help="Training epochs (overrides)."),
+        click.option("--batch-size", type=int, help="Batch size (overrides)."),
+        click.option("--mixed-precision/--no-mixed-precision", default=None,
+                     help="bfloat16 mixed precision (overrides)."),
+        click.option("--verbose", "-v", count=True, help="Keras progress output."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def fail(e: Exception):
+    """Turn a clear ValueError from the package into a Click error (exit code 1)."""
+    raise click.ClickException(str(e)) from None

@@ -10,8 +10,8 @@ Sources, any combination:
 Existing PNGs are kept (rerun resumes); --force redraws.
 
 Examples:
-    python scripts/figures.py --quick --protocol-dir results/protocol_quick -o results/figs_quick
-    python scripts/figures.py --protocol-dir results/protocol --data-dir ../shared/data/all4 \\
+    all-tf figures --quick --protocol-dir results/protocol_quick -o results/figs_quick
+    all-tf figures --protocol-dir results/protocol --data-dir ../shared/data/all4 \\
         -o docs/figures
 """
 
@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 
 import click
-from _common import SAMPLE_ALL4, fail
+
+from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
 
 
 class Drawer:
@@ -148,7 +149,7 @@ def main(protocol_dirs, run_dirs, data_dir, output_dir, per_class, gradcam_per_c
          force):
     """Draw the paper's figures from protocol outputs, run directories and a dataset."""
     if quick and data_dir is None:
-        data_dir = SAMPLE_ALL4
+        data_dir = SAMPLE_ALL4_DIR
     if not (protocol_dirs or run_dirs or data_dir):
         raise click.UsageError("give at least one of --protocol-dir, --run-dir, --data-dir")
     output_dir = output_dir or Path("results/figures_quick" if quick else "results/figures")

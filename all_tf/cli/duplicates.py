@@ -1,21 +1,16 @@
 """Find exact, near-duplicate and overlapping-field images in a dataset and report the groups.
 
 Examples:
-    python scripts/find_duplicates.py ../shared/data/all4
-    python scripts/find_duplicates.py ../shared/data/all4 -o results/duplicates.json --list
+    all-tf duplicates ../shared/data/all4
+    all-tf duplicates ../shared/data/all4 -o results/duplicates.json --list
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 @click.command()

@@ -14,14 +14,14 @@ resumes an interrupted one. With ``--hybrid`` (default) each run also gets a boo
 on its pooled features (rows with head ``gbt``).
 
 Examples:
-    python scripts/protocol.py --quick -o results/protocol_quick
-    python scripts/protocol.py --config saved_models/mobilenetv3small_all4/config.json \
+    all-tf protocol --quick -o results/protocol_quick
+    all-tf protocol --config saved_models/mobilenetv3small_all4/config.json \
         --data-dir <path to all4> --models mobilenetv3small --seeds 42 --no-hybrid \
         -o results/cv_mnv3
-    python scripts/protocol.py --data-dir ../shared/data/all4 -o results/protocol \\
+    all-tf protocol --data-dir ../shared/data/all4 -o results/protocol \\
         --models efficientnetv2s_cbam,mobilenetv3large,resnet50 --splits 70:30 \\
         --seeds 42,43,44 --image-size 128 --epochs 30
-    python scripts/protocol.py --config runs/real/v2s/config.json -o results/placements \
+    all-tf protocol --config runs/real/v2s/config.json -o results/placements \
         --models efficientnetv2s_cbam --cbam-placements stages,none,final,every_block \
         --splits 70:30 --seeds 42
 """
@@ -31,7 +31,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from _common import base_config, csv_list, fail, training_options
+
+from all_tf.cli.options import base_config, csv_list, fail, training_options
 
 PAPER_MODELS = (
     "efficientnetv2s_cbam,efficientnetv2s,mobilenetv3large,resnet50,densenet121,vgg16,inceptionv3"

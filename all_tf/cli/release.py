@@ -12,9 +12,9 @@ is then reloaded and its probabilities on 8 shipped sample images compared with 
 run model (max absolute difference and class agreement printed; over ``--max-prob-diff`` fails).
 
 Example:
-    python scripts/release.py results/cv_mnv3/runs/mobilenetv3small_contiguous_f4_s42 \\
+    all-tf release results/cv_mnv3/runs/mobilenetv3small_contiguous_f4_s42 \\
         --name mobilenetv3small_all4
-    python scripts/release.py RUN_DIR --name efficientnetv2s_cbam_all4 \\
+    all-tf release RUN_DIR --name efficientnetv2s_cbam_all4 \\
         --weights-format float16-parts
 """
 
@@ -25,14 +25,16 @@ from pathlib import Path
 
 import click
 import numpy as np
-from _common import REPO, SAMPLE_ALL4, fail
+
+from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
+from all_tf.models.released import SAVED_MODELS
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Folder name under saved_models/.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=REPO / "saved_models", show_default=True)
+              default=SAVED_MODELS, show_default=True)
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="Dataset root (default: the data_dir in the run's config).")
 @click.option("--tta/--no-tta", default=False, show_default=True,
@@ -54,8 +56,8 @@ def main(run_dir, name, output_dir, data_dir, tta, temperature, weights_format, 
     import keras
 
     import all_tf.models  # noqa: F401
-    from all_tf.calibrate import calibrate_run
     from all_tf.config import Config
+    from all_tf.experiments.calibration import calibrate_run
     from all_tf.models.released import (
         KERAS_FILE,
         MANIFEST_FILE,
@@ -126,7 +128,7 @@ def check_parts_release(reference, folder: Path, per_class: int = 2) -> tuple[fl
 
     reloaded, cfg = load_release(folder)
     taken: dict[int, list[str]] = {}
-    for path, label in collect_inputs([str(SAMPLE_ALL4)]):
+    for path, label in collect_inputs([str(SAMPLE_ALL4_DIR)]):
         if len(taken.setdefault(label, [])) < per_class:
             taken[label].append(path)
     paths = [p for label in sorted(taken) for p in taken[label]]

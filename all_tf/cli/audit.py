@@ -6,9 +6,9 @@ Reinhard-normalised to one target. A finished audit with the same inputs is not 
 (``--force`` redoes it).
 
 Examples:
-    python scripts/audit.py --quick -o results/audit_quick
-    python scripts/audit.py --data-dir ../shared/data/all4 -o results/audit
-    python scripts/audit.py --data-dir ../shared/data/all4 --run-dir results/protocol/runs/X
+    all-tf audit --quick -o results/audit_quick
+    all-tf audit --data-dir ../shared/data/all4 -o results/audit
+    all-tf audit --data-dir ../shared/data/all4 --run-dir results/protocol/runs/X
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 import click
-from _common import SAMPLE_ALL4, fail
+
+from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
 
 
 @click.command()
@@ -40,7 +41,7 @@ def main(data_dir, run_dir, output_dir, split_kind, seed, quick, force):
     if data_dir is None:
         if not quick:
             raise click.UsageError("--data-dir is required without --quick")
-        data_dir = SAMPLE_ALL4
+        data_dir = SAMPLE_ALL4_DIR
     if not data_dir.is_dir():
         fail(ValueError(f"data directory {data_dir} does not exist"))
     output_dir = output_dir or Path("results/audit_quick" if quick else "results/audit")

@@ -6,8 +6,8 @@ ms/image at batch 1 and batched) and its row appended to ``<output-dir>/results.
 ``summary.md`` / ``summary.csv`` give mean ± sd per colour space. Rerunning resumes.
 
 Examples:
-    python scripts/colour_spaces.py --quick -o results/colour_quick
-    python scripts/colour_spaces.py --data-dir ../shared/data/all4 -o results/colour_spaces \\
+    all-tf colour-spaces --quick -o results/colour_quick
+    all-tf colour-spaces --data-dir ../shared/data/all4 -o results/colour_spaces \\
         --model efficientnetv2s_cbam --seeds 42,43,44
 """
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from _common import base_config, csv_list, fail, training_options
+
+from all_tf.cli.options import base_config, csv_list, fail, training_options
 
 SPACES = "rgb,hsv,lab,hed"
 

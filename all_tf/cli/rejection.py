@@ -1,6 +1,6 @@
 """How often the gate rejects: held-out all4 folds against inputs the model does not know.
 
-For every fold run of a contiguous cross-validation (``scripts/protocol.py``), the gate is
+For every fold run of a contiguous cross-validation (``all-tf protocol``), the gate is
 fitted as it is for a released model (input bounds on the fold's training images, the
 Mahalanobis feature distance on their pooled features, its threshold 3 times the 99th
 percentile of the validation part, the temperature on the validation part) and then applied
@@ -19,7 +19,7 @@ pooled into ``<protocol>/rejection.md``. The AUROC columns compare out-of-distri
 on L2-normalised features (k = 10) and the maximum softmax probability.
 
 Example:
-    python scripts/rejection.py results/cv_mnv3 --data-dir <path to all4> \\
+    all-tf rejection results/cv_mnv3 --data-dir <path to all4> \\
         --segwbc-dir <path to segwbc>
 """
 
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import click
 import numpy as np
-from _common import fail
+
+from all_tf.cli.options import fail
 
 SYNTHETIC = ("black", "white", "noise", "grayscale", "inverted", "blurred", "colour_shuffled")
 N_SOURCE = 30  # test fields per fold used to make the synthetic sets
