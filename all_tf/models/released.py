@@ -15,7 +15,7 @@ temperature), ``gate.json`` + ``ood.npz`` (the input gate), ``split.json``, ``me
   ``$ALL_TF_CACHE_DIR/released/`` or ``~/.cache/all_tf/released/`` for code that needs a file.
 
 Releasing a new model is one line in :data:`RELEASED` once its folder exists (made by
-``scripts/release.py``; ``--weights-format float16-parts`` for the parts form), e.g.
+``all-tf release``; ``--weights-format float16-parts`` for the parts form), e.g.
 ``"paper": "efficientnetv2s_cbam_all4"``.
 
 Example:
