@@ -1,4 +1,4 @@
-"""Safe image decoding and atomic file writes.
+"""Safe image decoding, atomic file writes and cached JSON results.
 
 Every decoding error is an :class:`ImageReadError` whose message names the file and the
 reason, so that a dataset scan can list skipped files and go on.
@@ -12,9 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
-import tempfile
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -128,21 +131,51 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, str(path))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name next to ``path`` that replaces ``path`` when the block succeeds.
+
+    For writers that need a file name (``model.save``); readers of ``path`` never see half a
+    file. The name is unique, hidden (leading dot) and keeps the suffix (``.keras``); it is
+    removed if the block raises. The parent folder is created.
+
+    Example:
+        >>> with atomic_path(run_dir / "last.keras") as tmp:  # doctest: +SKIP
+        ...     model.save(tmp)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename, so readers never see half."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def cached_json(path: str | os.PathLike, compute: Callable[[], dict | None]) -> dict | None:
+    """The JSON object stored at ``path``, or ``compute()`` written there (atomically) first.
+
+    A result of None is returned without being stored (nothing to cache), so ``compute`` runs
+    again next time.
+    """
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    if result is not None:
+        atomic_write_text(path, json.dumps(result, indent=2))
+    return result

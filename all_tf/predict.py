@@ -241,17 +241,10 @@ def draw_overlay(rgb: np.ndarray, boxes: np.ndarray, label: str) -> np.ndarray:
 
 
 def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
-    from all_tf.preprocessing import preprocess_image
+    from all_tf.data.inputs import inputs_for_image
 
-    if cfg.preprocess.input_mode == "crops":
-        from all_tf.segmentation import nucleus_crops
-
-        crops = nucleus_crops(rgb, mask, size=cfg.preprocess.image_size,
-                              margin=cfg.preprocess.crop_margin,
-                              max_crops=cfg.preprocess.max_crops).crops
-        return np.stack([preprocess_image(c, cfg.preprocess) for c in crops])
-    x = preprocess_image(rgb, cfg.preprocess)[None]
-    if cfg.tta:  # the 8 views' probabilities are averaged like crops
+    x = inputs_for_image(rgb, cfg, mask=mask)
+    if cfg.tta and cfg.preprocess.input_mode != "crops":  # 8 views averaged like crops
         from all_tf.inference.tta import dihedral_views
 
         return dihedral_views(x)

@@ -50,6 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from all_tf.data.groups import component_labels
 from all_tf.data.scan import Record, file_number
 from all_tf.io import ImageReadError, atomic_write_text, read_image
 from all_tf.preprocessing.label_corner import LABEL_BOX
@@ -451,22 +452,14 @@ def _cache_key(paths: list[str], params: dict) -> str:
 
 
 def _components(paths: list[str], pairs: list[DuplicatePair]) -> list[list[str]]:
-    parent = {p: p for p in paths}
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for p in pairs:
-        ra, rb = find(p.a), find(p.b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    members: dict[str, list[str]] = defaultdict(list)
+    index: dict[str, int] = {}
+    for p in paths:
+        index.setdefault(p, len(index))
+    labels = component_labels(len(index), [(index[p.a], index[p.b]) for p in pairs])
+    members: dict[int, list[str]] = defaultdict(list)
     order = {p: k for k, p in enumerate(paths)}
     for p in paths:
-        members[find(p)].append(p)
+        members[labels[index[p]]].append(p)
     groups = [sorted(g, key=order.get) for g in members.values() if len(g) > 1]
     return sorted(groups, key=lambda g: (-len(g), order[g[0]]))
 

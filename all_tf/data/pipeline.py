@@ -11,9 +11,10 @@ Order of the training pipeline::
           -> [shuffle] -> batch -> augmentation (training only) -> prefetch
 
 In crop mode (``cfg.preprocess.input_mode == "crops"``) each image becomes its nucleus crops
-(:func:`all_tf.segmentation.segment_nuclei`, :func:`all_tf.segmentation.nucleus_crops`, each
-crop preprocessed), all with the image's label; :func:`make_eval_dataset` also yields the image
-index of each crop so that probabilities can be averaged per image.
+(:func:`all_tf.data.inputs.inputs_for_image`: :func:`all_tf.segmentation.segment_nuclei`,
+:func:`all_tf.segmentation.nucleus_crops`, each crop preprocessed), all with the image's
+label; :func:`make_eval_dataset` also yields the image index of each crop so that
+probabilities can be averaged per image.
 
 Example:
     >>> from all_tf.config import Config
@@ -39,6 +40,7 @@ import tensorflow as tf
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
+from all_tf.data.inputs import inputs_for_image
 from all_tf.data.scan import Record
 from all_tf.io import read_image
 
@@ -75,17 +77,8 @@ def load_image_and_preprocess(path: str, cfg: Config) -> np.ndarray:
         ImageReadError: the file cannot be decoded.
         ValueError: preprocessing refused the image.
     """
-    from all_tf.preprocessing import preprocess_image
-
-    rgb = read_image(path)
-    if cfg.preprocess.input_mode != "crops":
-        return preprocess_image(rgb, cfg.preprocess)
-    from all_tf.segmentation import nucleus_crops, segment_nuclei
-
-    mask = segment_nuclei(rgb, cfg.segmentation)
-    result = nucleus_crops(rgb, mask, size=cfg.preprocess.image_size,
-                           margin=cfg.preprocess.crop_margin, max_crops=cfg.preprocess.max_crops)
-    return np.stack([preprocess_image(c, cfg.preprocess) for c in result.crops])
+    x = inputs_for_image(read_image(path), cfg)
+    return x if cfg.preprocess.input_mode == "crops" else x[0]
 
 
 def _decode_fn(cfg: Config, failures: _FailureLog):

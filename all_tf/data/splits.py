@@ -42,6 +42,7 @@ import numpy as np
 
 from all_tf import CLASS_NAMES
 from all_tf.config import SplitConfig
+from all_tf.data.groups import component_labels
 from all_tf.data.scan import Record, file_number
 from all_tf.io import atomic_write_text
 
@@ -315,26 +316,15 @@ def _block_groups(records: list[Record], block_size: int) -> list[str]:
     """Group of each record for the block split: union of its own group and its block."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    parent = list(range(len(records)))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     nums = sequence_numbers(records)
     first_of: dict[str, int] = {}
+    links = [(k, first_of.setdefault(key, k)) for k, r in enumerate(records)
+             for key in (f"group:{r.group}", f"block:{r.label}:{(nums[k] - 1) // block_size}")]
+    labels = component_labels(len(records), links)
+    name_of: dict[int, str] = {}  # a group is named by its first record's block
     for k, r in enumerate(records):
-        for key in (f"group:{r.group}", f"block:{r.label}:{(nums[k] - 1) // block_size}"):
-            j = first_of.setdefault(key, k)
-            ri, rj = find(k), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    name_of = {}
-    for k, r in enumerate(records):
-        name_of.setdefault(find(k), f"block:{r.label}:{(nums[k] - 1) // block_size:04d}")
-    return [name_of[find(k)] for k in range(len(records))]
+        name_of.setdefault(labels[k], f"block:{r.label}:{(nums[k] - 1) // block_size:04d}")
+    return [name_of[labels[k]] for k in range(len(records))]
 
 
 def make_split(records: list[Record], split_cfg: SplitConfig,

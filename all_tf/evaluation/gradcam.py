@@ -174,6 +174,7 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
         (the map is all zero: no location raises the predicted class), ``path``.
     """
     from all_tf import CLASS_NAMES
+    from all_tf.data.inputs import input_views
     from all_tf.evaluation.runs import load_config, load_model, load_split
     from all_tf.io import ImageReadError, read_image
     from all_tf.preprocessing import preprocess_image, resize_to
@@ -194,12 +195,7 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
                 rgb = read_image(r.path)
             except ImageReadError:
                 continue
-            if pre.input_mode == "crops":
-                from all_tf.segmentation import nucleus_crops, segment_nuclei
-
-                rgb = nucleus_crops(rgb, segment_nuclei(rgb, cfg.segmentation),
-                                    size=pre.image_size, margin=pre.crop_margin,
-                                    max_crops=1).crops[0]
+            rgb = input_views(rgb, cfg, max_crops=1)[0]  # crop mode: the largest nucleus
             x = preprocess_image(rgb, pre)[None]
             heat, cls, probs = grad_cam(model, x)
             items.append({

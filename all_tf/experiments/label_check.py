@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from all_tf.io import atomic_write_text
+from all_tf.io import cached_json
 
 CACHE_NAME = "label_masked_metrics.json"
 
@@ -42,22 +42,20 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
     from all_tf.evaluation.runs import load_config, load_model, load_split
 
     run_dir = Path(run_dir)
-    cached = run_dir / CACHE_NAME
-    if cached.exists():
-        return json.loads(cached.read_text())
-    cfg = load_config(run_dir)
-    if cfg.preprocess.input_mode != "image":
-        return None
-    if cfg.preprocess.mask_label_corner:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    else:
+
+    def compute() -> dict | None:
+        cfg = load_config(run_dir)
+        if cfg.preprocess.input_mode != "image":
+            return None
+        if cfg.preprocess.mask_label_corner:
+            return json.loads((run_dir / "metrics.json").read_text())
         split = load_split(run_dir, cfg.data_dir)
-        model = model if model is not None else load_model(run_dir)
+        loaded = model if model is not None else load_model(run_dir)
         cfg.preprocess.mask_label_corner = True
-        y_true, probs = predict_split(model, split.test, cfg, batch_size or cfg.train.batch_size)
-        metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-    atomic_write_text(cached, json.dumps(metrics, indent=2))
-    return metrics
+        y_true, probs = predict_split(loaded, split.test, cfg, batch_size or cfg.train.batch_size)
+        return compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
+
+    return cached_json(run_dir / CACHE_NAME, compute)
 
 
 def label_masked_columns(metrics: dict | None) -> dict:

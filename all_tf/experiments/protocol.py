@@ -11,7 +11,6 @@ and rewritten each time.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -23,7 +22,7 @@ from all_tf.config import Config
 from all_tf.evaluation.metrics import flat_metrics
 from all_tf.evaluation.results_csv import append_row, completed_keys, read_header, read_rows
 from all_tf.experiments.label_check import label_masked_columns, label_masked_metrics
-from all_tf.io import atomic_write_text
+from all_tf.io import atomic_write_text, cached_json
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +175,15 @@ def hybrid_metrics(run_dir: str | Path, backend: str = "auto", seed: int = 0) ->
     from all_tf.evaluation.runs import load_config, load_model, load_split
 
     run_dir = Path(run_dir)
-    cached = run_dir / "hybrid_metrics.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    cfg = load_config(run_dir)
-    model = load_model(run_dir)
-    split = load_split(run_dir, cfg.data_dir)
-    metrics = evaluate_hybrid(model, split, cfg, backend=backend, seed=seed,
-                              batch_size=cfg.train.batch_size)
-    atomic_write_text(cached, json.dumps(metrics, indent=2))
-    return metrics
+
+    def compute() -> dict:
+        cfg = load_config(run_dir)
+        model = load_model(run_dir)
+        split = load_split(run_dir, cfg.data_dir)
+        return evaluate_hybrid(model, split, cfg, backend=backend, seed=seed,
+                               batch_size=cfg.train.batch_size)
+
+    return cached_json(run_dir / "hybrid_metrics.json", compute)
 
 
 def _num(value) -> float:

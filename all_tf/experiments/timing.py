@@ -6,12 +6,13 @@ measurement session; the record says how many images and threads were used.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from all_tf.io import cached_json
 
 
 def median_ms(fn, items, warmup: int = 2) -> float:
@@ -32,37 +33,28 @@ def measure_run_timing(run_dir: str | os.PathLike, n_images: int = 32,
     """Preprocessing and inference ms/image of a finished run, cached in ``timing.json``.
 
     Returns:
-        ``preprocess_ms``: median time of ``preprocess_image`` on a decoded test image (decoding
-        excluded; crop mode: segmentation, crops and their preprocessing included);
+        ``preprocess_ms``: median time of ``inputs_for_image`` on a decoded test image
+        (decoding excluded; crop mode: segmentation, crops and their preprocessing included);
         ``inference_ms_batch1``: median ``predict_on_batch`` time for one image;
         ``inference_ms_batched``: time per image of one batch of ``batch_size``;
         ``n_images``, ``cpu_count``.
     """
+    return cached_json(Path(run_dir) / "timing.json",
+                       lambda: _measure(Path(run_dir), n_images, batch_size))
+
+
+def _measure(run_dir: Path, n_images: int, batch_size: int) -> dict:
+    from all_tf.data.inputs import inputs_for_image
     from all_tf.evaluation.runs import load_config, load_model, load_split
     from all_tf.io import read_image
-    from all_tf.preprocessing import preprocess_image
 
-    run_dir = Path(run_dir)
-    cached = run_dir / "timing.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
     cfg = load_config(run_dir)
     split = load_split(run_dir, cfg.data_dir)
     records = (split.test + split.val + split.train)[:n_images]
     images = [read_image(r.path) for r in records]
-    pre = cfg.preprocess
 
-    if pre.input_mode == "crops":
-        from all_tf.segmentation import nucleus_crops, segment_nuclei
-
-        def prep(rgb):
-            crops = nucleus_crops(rgb, segment_nuclei(rgb, cfg.segmentation),
-                                  size=pre.image_size, margin=pre.crop_margin,
-                                  max_crops=pre.max_crops)
-            return np.stack([preprocess_image(c, pre) for c in crops.crops])
-    else:
-        def prep(rgb):
-            return preprocess_image(rgb, pre)[None]
+    def prep(rgb):
+        return inputs_for_image(rgb, cfg)
 
     preprocess_ms = median_ms(prep, images)
     inputs = [prep(rgb) for rgb in images]
@@ -73,7 +65,7 @@ def measure_run_timing(run_dir: str | os.PathLike, n_images: int = 32,
     start = time.perf_counter()
     model.predict_on_batch(batch)
     batched_ms = (time.perf_counter() - start) * 1000.0 / len(batch)
-    result = {
+    return {
         "preprocess_ms": round(preprocess_ms, 3),
         "inference_ms_batch1": round(batch1_ms, 3),
         "inference_ms_batched": round(batched_ms, 3),
@@ -81,7 +73,3 @@ def measure_run_timing(run_dir: str | os.PathLike, n_images: int = 32,
         "batch_size": len(batch),
         "cpu_count": os.cpu_count(),
     }
-    from all_tf.io import atomic_write_text
-
-    atomic_write_text(cached, json.dumps(result, indent=2))
-    return result

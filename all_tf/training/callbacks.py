@@ -8,11 +8,13 @@ from ``history.csv`` so a resumed run behaves like an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from pathlib import Path
 
 import keras
+
+from all_tf.io import atomic_path, atomic_write_text
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
@@ -74,14 +76,11 @@ class HistoryCSV(keras.callbacks.Callback):
         keys: list[str] = []
         for row in self._rows:
             keys += [k for k in row if k not in keys]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys or ["epoch"], restval="")
-            writer.writeheader()
-            writer.writerows(self._rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=keys or ["epoch"], restval="")
+        writer.writeheader()
+        writer.writerows(self._rows)
+        atomic_write_text(self.path, buf.getvalue())
 
 
 def _current_lr(model) -> float:
@@ -125,9 +124,8 @@ class RunCheckpoints(keras.callbacks.Callback):
             self._save(self.directory / "best.keras")
 
     def _save(self, path: Path):
-        tmp = path.with_name(f".tmp-{path.name}")
-        self.model.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
