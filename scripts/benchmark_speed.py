@@ -5,11 +5,11 @@ with random weights: the speed does not depend on the weights) it measures, one 
 time: reading and decoding the file, preprocessing (resize, CLAHE, Reinhard, label mask), the
 model and the label, through
 
-* ``keras``: :func:`all_tf.predict.predict_files` with the Keras model (gate included when the
+* ``keras``: :func:`all_tf.inference.predictor.predict_files` with the Keras model (gate included when the
   model has one);
 * ``savedmodel``: the exported ``serving_default`` called with the file's bytes (decoding and
   preprocessing in the graph);
-* ``tflite``: :func:`all_tf.predict.predict_files` with the float32 and dynamic-range int8
+* ``tflite``: :func:`all_tf.inference.predictor.predict_files` with the float32 and dynamic-range int8
   TFLite files on 1 thread.
 
 The median over ``--images`` images (after 3 warm-up images) is printed as a Markdown table.
@@ -45,9 +45,9 @@ def main(model_path, size, images, output_dir):
     import tensorflow as tf
 
     from all_tf.config import Config
+    from all_tf.data import collect_inputs
     from all_tf.experiments.timing import median_ms
-    from all_tf.export.common import collect_inputs
-    from all_tf.predict import load_backend, predict_files
+    from all_tf.inference.predictor import load_backend, predict_files
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if model_path is None:

@@ -55,8 +55,8 @@ def gated_run(tmp_path_factory):
     from click.testing import CliRunner
     from deploy_helpers import make_tiny_run
 
+    from all_tf.cli.export import main as export_main
     from all_tf.experiments.calibration import calibrate_run
-    from all_tf.export.cli import main as export_main
 
     run_dir, _, _ = make_tiny_run(tmp_path_factory.mktemp("gated"))
     summary = calibrate_run(run_dir)

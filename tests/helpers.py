@@ -36,3 +36,20 @@ def run_keras_save_roundtrip(model, x, tmp_path, atol: float = 0.0):
     got = keras.ops.convert_to_numpy(reloaded(x, training=False))
     np.testing.assert_allclose(got, expected, atol=atol, rtol=0)
     return reloaded
+
+
+def test_part_accuracy(run_dir) -> float:
+    """Accuracy of a run's test part recomputed from its ``predictions.csv`` (argmax)."""
+    import csv
+    from pathlib import Path
+
+    from all_tf import CLASS_NAMES
+
+    with open(Path(run_dir) / "predictions.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["part"] == "test"]
+    probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    return float(np.mean(probs.argmax(1) == labels))
+
+
+test_part_accuracy.__test__ = False  # a helper, not a test

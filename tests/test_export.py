@@ -48,7 +48,7 @@ def run(tmp_path_factory):
 def exported(run):
     from click.testing import CliRunner
 
-    from all_tf.export.cli import main
+    from all_tf.cli.export import main
 
     run_dir, _, _ = run
     formats = "savedmodel,float32,float16,dynamic_int8,int8,int16x8"
@@ -60,7 +60,7 @@ def exported(run):
 
 @pytest.fixture(scope="module")
 def keras_model(run):
-    from all_tf.export.common import load_keras_model
+    from all_tf.inference.model_files import load_keras_model
 
     return load_keras_model(run[0] / "checkpoints" / "best.keras")
 
@@ -342,8 +342,8 @@ def test_mixed_bfloat16_model_is_exported_in_float32(tmp_path):
     import keras
 
     from all_tf.config import Config
-    from all_tf.export.common import to_float32
     from all_tf.export.tflite import export_tflite
+    from all_tf.inference.model_files import to_float32
     from all_tf.models import CBAM, InputScaling
 
     previous = keras.mixed_precision.dtype_policy()
@@ -377,7 +377,7 @@ def test_cli_help():
 def test_cli_rejects_unknown_format_and_missing_source(run, tmp_path):
     from click.testing import CliRunner
 
-    from all_tf.export.cli import main
+    from all_tf.cli.export import main
 
     result = CliRunner().invoke(main, [str(run[0]), "--formats", "onnx"])
     assert result.exit_code != 0 and "unknown formats" in result.output

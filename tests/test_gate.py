@@ -62,6 +62,40 @@ def test_sample_fields_pass_and_each_kind_of_bad_input_gets_its_reason(sample_im
     assert set(cases) <= set(REASONS)
 
 
+def test_colour_swapped_fields_are_rejected_as_unusual_stain(sample_images, bounds):
+    """Swapping red and green keeps the purple-blue nuclei inside the nucleus hue bounds but
+    turns the grey-blue red cells lavender: the nuclei's hue against the rest of the stained
+    field (contrast_hue) leaves its training range."""
+    assert bounds["contrast_hue"][0] is not None
+    without = {k: v for k, v in bounds.items() if k != "contrast_hue"}  # a gate.json before it
+    only_by_contrast = 0
+    for rgb in sample_images[::2]:
+        stats = image_statistics(rgb)
+        assert input_reason(stats, bounds) is None
+        swapped = image_statistics(np.ascontiguousarray(rgb[..., [1, 0, 2]]))
+        assert input_reason(swapped, bounds) == "unusual_stain"
+        assert not bounds["contrast_hue"][0] <= swapped["contrast_hue"] <= bounds["contrast_hue"][1]
+        only_by_contrast += input_reason(swapped, without) is None
+    assert only_by_contrast >= 3  # the old checks let these through
+    from all_tf.cli.rejection import synthetic_images  # every permutation of all-tf rejection
+
+    for image in synthetic_images("colour_shuffled", sample_images[1::8]):
+        assert input_reason(image_statistics(image), bounds) is not None
+
+
+def test_gates_fitted_before_contrast_hue_still_load_and_pass_the_sample(sample_images, tmp_path):
+    """The released model's gate.json has no contrast_hue bounds: the check is skipped."""
+    released = Path(__file__).resolve().parents[1] / "saved_models" / "mobilenetv3small_all4"
+    if not (released / "gate.json").is_file():
+        pytest.skip("no released model")
+    gate = Gate.load(released)
+    assert "contrast_hue" not in gate.bounds
+    assert all(input_reason(image_statistics(im), gate.bounds) is None for im in sample_images)
+    old = [{k: v for k, v in image_statistics(im).items() if k != "contrast_hue"}
+           for im in sample_images[:4]]
+    assert fit_input_bounds(old)["contrast_hue"] == [None, None]  # statistics without it
+
+
 def test_bounds_come_from_the_data():
     stats = [{"brightness": 150.0, "saturation": s, "focus": 100.0, "stain_a": a,
               "stain_b": 120.0, "nucleus_a": 160.0, "nucleus_b": 80.0, "nucleus_hue": -50.0, "nucleus_size": 400.0,
@@ -154,7 +188,7 @@ def test_black_frame_and_grayscale_field_are_rejected_by_every_backend(
 def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inputs):
     import tensorflow as tf
 
-    from all_tf.export.serving import find_saved_model
+    from all_tf.inference.model_files import find_saved_model
 
     fn = tf.saved_model.load(str(find_saved_model(gated_run / "export" / "serving" / "all_tf"))
                              ).signatures["serving_default"]
@@ -175,8 +209,8 @@ def test_backends_agree_with_temperature_and_tta(tmp_path, sample_all4, tta):
     from click.testing import CliRunner
     from deploy_helpers import make_tiny_run
 
+    from all_tf.cli.export import main as export_main
     from all_tf.config import Config
-    from all_tf.export.cli import main as export_main
     from all_tf.predict import load_backend, predict_files
 
     run_dir, _, _ = make_tiny_run(tmp_path / "run", epochs=3)
@@ -193,7 +227,7 @@ def test_backends_agree_with_temperature_and_tta(tmp_path, sample_all4, tta):
                                progress=False)
     import tensorflow as tf
 
-    from all_tf.export.serving import find_saved_model
+    from all_tf.inference.model_files import find_saved_model
 
     fn = tf.saved_model.load(str(find_saved_model(run_dir / "export" / "serving" / "all_tf"))
                              ).signatures["serving_default"]
@@ -207,12 +241,29 @@ def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):
     tf = pytest.importorskip("tensorflow")
     from all_tf.export.graph_gate import GRAPH_STATISTICS, gate_statistics_graph
 
-    for rgb in sample_images[::6]:
+    swapped = [np.ascontiguousarray(rgb[..., [1, 0, 2]]) for rgb in sample_images[3::12]]
+    for rgb in sample_images[::6] + swapped:
         host = image_statistics(rgb)
         graph = gate_statistics_graph(tf.constant(rgb)).numpy()
         for name, value in zip(GRAPH_STATISTICS, graph, strict=True):
             if np.isnan(host[name]) or np.isnan(value):
                 assert np.isnan(host[name]) and np.isnan(value), name
                 continue
-            tolerance = 0.05 * abs(host[name]) if name == "focus" else 1.0  # hue: degrees
+            # hues in degrees; contrast_hue: pixels of equal saturation are ranked differently
+            tolerance = {"focus": 0.05 * abs(host[name]), "contrast_hue": 2.0}.get(name, 1.0)
             assert abs(value - host[name]) <= tolerance, (name, value, host[name])
+
+
+def test_graph_gate_rejects_a_swapped_field_and_skips_checks_without_bounds(sample_images,
+                                                                             bounds):
+    tf = pytest.importorskip("tensorflow")
+    from all_tf.export.graph_gate import gate_reason_graph, gate_statistics_graph
+
+    rgb = sample_images[0]
+    stats = tf.stack([gate_statistics_graph(tf.constant(im)) for im in
+                      (rgb, np.ascontiguousarray(rgb[..., [1, 0, 2]]))])
+    without = {k: v for k, v in bounds.items() if k != "contrast_hue"}
+    host = [input_reason(image_statistics(im), b) or "" for b in (bounds, without)
+            for im in (rgb, np.ascontiguousarray(rgb[..., [1, 0, 2]]))]
+    graph = [r.decode() for b in (bounds, without) for r in gate_reason_graph(stats, b).numpy()]
+    assert graph == host == ["", "unusual_stain", "", ""]

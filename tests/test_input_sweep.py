@@ -97,7 +97,7 @@ def test_predict_gives_every_kind_its_outcome(backend, gated_run, sweep, tmp_pat
 def test_saved_model_signature_answers_every_decodable_kind(gated_run, sweep):
     import tensorflow as tf
 
-    from all_tf.export.serving import find_saved_model
+    from all_tf.inference.model_files import find_saved_model
 
     fn = tf.saved_model.load(str(find_saved_model(gated_run / "export" / "serving" / "all_tf"))
                              ).signatures["serving_default"]
@@ -122,7 +122,7 @@ def test_saved_model_signature_answers_every_decodable_kind(gated_run, sweep):
 
 
 def test_export_calibration_skips_bad_files_and_goes_on(gated_run, sweep, tmp_path, caplog):
-    from all_tf.export.cli import main as export_main
+    from all_tf.cli.export import main as export_main
 
     folder, kinds = sweep
     out = tmp_path / "export"

@@ -29,7 +29,7 @@ def gradcam_panel(model_path: str, cfg, pairs, path: Path, per_class: int = 2) -
     from all_tf import CLASS_NAMES
     from all_tf.evaluation.figures import plot_gradcam_grid
     from all_tf.evaluation.gradcam import grad_cam, overlay_heatmap
-    from all_tf.export.common import load_keras_model
+    from all_tf.inference.model_files import load_keras_model
     from all_tf.io import read_image
     from all_tf.preprocessing import preprocess_image, resize_to
 
@@ -61,9 +61,9 @@ def main(model, data_dir, output_dir):
     import io
 
     from all_tf import CLASS_NAMES
-    from all_tf.export.common import collect_inputs
+    from all_tf.data import collect_inputs
+    from all_tf.inference.predictor import load_backend, predict_files, resolve_model, write_rows
     from all_tf.io import atomic_write_text
-    from all_tf.predict import load_backend, predict_files, resolve_model, write_rows
 
     try:
         model_path, _ = resolve_model(model, ())

@@ -13,8 +13,9 @@ to:
   as 224 px crops;
 * ``segwbc``: single white cells at another magnification and stain (optional).
 
-Results per fold are cached in ``<protocol>/rejection/<run id>.json`` (rerun to continue) and
-pooled into ``<protocol>/rejection.md``. The AUROC columns compare out-of-distribution scores
+Results per fold are cached in ``<protocol>/rejection/<run id>.json`` (rerun to continue; a
+fold whose cached bounds lack one of the gate's statistics is measured again) and pooled into
+``<protocol>/rejection.md``. The AUROC columns compare out-of-distribution scores
 (the set against the held-out all4 images): Mahalanobis (the one the gate uses), kNN distance
 on L2-normalised features (k = 10) and the maximum softmax probability.
 
@@ -213,6 +214,7 @@ def pooled_markdown(folds: list[dict]) -> str:
               help="Markdown table (default <protocol_dir>/rejection.md).")
 def main(protocol_dir, data_dir, segwbc_dir, output):
     """Measure the gate on every contiguous fold run in PROTOCOL_DIR."""
+    from all_tf.inference.gate import STATISTICS
     from all_tf.io import atomic_write_text
 
     runs = sorted((protocol_dir / "runs").glob("*_contiguous_f*"))
@@ -225,8 +227,10 @@ def main(protocol_dir, data_dir, segwbc_dir, output):
     for run in runs:
         path = cache / f"{run.name}.json"
         if path.exists():
-            folds.append(json.loads(path.read_text()))
-            continue
+            cached = json.loads(path.read_text())
+            if set(STATISTICS) <= set(cached.get("bounds", {})):  # else fitted by an older gate
+                folds.append(cached)
+                continue
         click.echo(f"gate on {run.name} ...", err=True)
         result = evaluate_fold(run, data_dir, segwbc_dir)
         atomic_write_text(path, json.dumps(result, indent=1))

@@ -84,7 +84,7 @@ def main(run_dir, name, output_dir, data_dir, tta, temperature, weights_format, 
     if weights_format == "keras":
         model.save(out / KERAS_FILE)  # compile=False: no optimizer state
     else:
-        from all_tf.export.common import to_float32
+        from all_tf.inference.model_files import to_float32
 
         model = to_float32(model)
         try:
@@ -121,7 +121,7 @@ def check_parts_release(reference, folder: Path, per_class: int = 2) -> tuple[fl
     Returns:
         (max absolute probability difference, images with the same top class, images).
     """
-    from all_tf.export.common import collect_inputs
+    from all_tf.data import collect_inputs
     from all_tf.io import read_image
     from all_tf.models.released import load_release
     from all_tf.preprocessing import preprocess_image

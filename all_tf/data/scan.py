@@ -223,3 +223,45 @@ def file_number(path: str | os.PathLike) -> int | None:
     """The last run of digits in a file name's stem (``WBC-Malignant-Pro-042.jpg`` -> 42)."""
     digits = re.findall(r"\d+", Path(path).stem)
     return int(digits[-1]) if digits else None
+
+
+def collect_inputs(items, labelled: bool = True) -> list[tuple[str, int | None]]:
+    """Expand image files, folders and globs to ``(path, label)`` pairs, in a stable order.
+
+    A folder whose sub-folders are class folders (see :func:`all_tf.data.scan_dataset`) gives
+    labelled images; any other folder gives its images (recursively) with label None. A path
+    that matches nothing is returned as is (with label None) so the caller can report it.
+
+    Args:
+        items: paths, folders or glob patterns.
+        labelled: look for class folders (set False to never attach labels).
+    """
+    import glob
+
+    out: list[tuple[str, int | None]] = []
+    for item in items:
+        item = str(item)
+        path = Path(item)
+        if path.is_dir():
+            records = []
+            if labelled:
+                try:
+                    records = scan_dataset(path, verify="none").records
+                except (FileNotFoundError, ValueError):
+                    records = []
+            if records:
+                out.extend((r.path, r.label) for r in records)
+            else:
+                out.extend(
+                    # a broken or looping link is listed too, so the caller reports it
+                    (str(p), None) for p in sorted(path.rglob("*"))
+                    if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
+                )
+        elif path.exists():
+            out.append((item, None))
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            out.extend((m, None) for m in matches if Path(m).is_file() or Path(m).is_symlink())
+            if not matches:
+                out.append((item, None))
+    return out

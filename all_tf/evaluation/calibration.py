@@ -19,19 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from all_tf.evaluation.uncertainty import check_probabilities
+from all_tf.inference.uncertainty import apply_temperature, check_probabilities  # noqa: F401
 
 _EPS = 1e-12
-
-
-def apply_temperature(probs, temperature: float) -> np.ndarray:
-    """Softmax probabilities (N, C) rescaled by ``temperature`` (> 0; > 1 softens)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = np.log(np.clip(check_probabilities(probs), _EPS, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def negative_log_likelihood(probs, y_true) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from all_tf.evaluation.uncertainty import check_probabilities
+from all_tf.inference.uncertainty import check_probabilities
 
 
 def aggregate_crop_probabilities(crop_probs, image_index, n_images: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from all_tf.evaluation.calibration import (
     negative_log_likelihood,
 )
 from all_tf.evaluation.predictions import PREDICTIONS_FILE
-from all_tf.evaluation.uncertainty import predict_labels
+from all_tf.inference.uncertainty import predict_labels
 
 PEER = {
     "name": "DinoBloom-S frozen + attention-MIL (shrirudragoud/leukemia-detection-and-"

@@ -11,15 +11,8 @@ Modules (TensorFlow is imported only when one of them is used):
   ``labels.txt`` and per-file JSON metadata (layout, range, quantisation, classes, threshold).
 * :mod:`all_tf.export.verify` -- runs TFLite files with LiteRT in separate processes; top-1
   agreement, probability differences, accuracy and ms/image against Keras.
-* :mod:`all_tf.export.cli` -- ``python -m all_tf.export`` (``main``).
+* :mod:`all_tf.export.edge` -- ``export_edge``: a TFLite file taking RGB uint8 with the
+  preprocessing in its graph, built-in ops only.
+
+The command is ``all-tf export`` (:mod:`all_tf.cli.export`).
 """
-
-
-def main():
-    """Entry point of ``python -m all_tf.export`` / ``all-tf-export``."""
-    from all_tf.export.cli import main as cli_main
-
-    cli_main()
-
-
-__all__ = ["main"]

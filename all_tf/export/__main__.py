@@ -1,6 +1,6 @@
-"""``python -m all_tf.export``: see :mod:`all_tf.export.cli`."""
+"""``python -m all_tf.export``: the same as ``all-tf export`` (:mod:`all_tf.cli.export`)."""
 
-from all_tf.export.cli import main
+from all_tf.cli.export import main
 
 if __name__ == "__main__":
     main()

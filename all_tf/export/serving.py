@@ -46,17 +46,17 @@ import tensorflow as tf
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
-from all_tf.export.common import (
+from all_tf.export.graph_preprocessing import preprocess_graph
+from all_tf.inference.model_files import (
     DEFAULT_THRESHOLD,
+    METADATA_FILE,
     config_for_model,
     export_metadata,
     input_range,
     to_float32,
 )
-from all_tf.export.graph_preprocessing import preprocess_graph
 from all_tf.io import MAX_PIXELS, MIN_SIDE_PX
 
-METADATA_FILE = "all_tf_export.json"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _RANGE_TOLERANCE = 1e-4
 
@@ -366,20 +366,3 @@ def export_saved_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def find_saved_model(path: str | os.PathLike) -> Path:
-    """A SavedModel folder: ``path`` itself, or its highest numeric version (TF Serving layout).
-
-    Raises:
-        FileNotFoundError: no ``saved_model.pb`` there.
-    """
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = sorted(
-        (int(p.name), p) for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()
-    )
-    if versions:
-        return versions[-1][1]
-    raise FileNotFoundError(f"{path}: no saved_model.pb here or in a numeric version folder")

@@ -38,7 +38,7 @@ import numpy as np
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
-from all_tf.export.common import config_for_model, export_metadata, input_range, to_float32
+from all_tf.inference.model_files import config_for_model, export_metadata, input_range, to_float32
 from all_tf.io import atomic_write_bytes, atomic_write_text
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8", "int16x8")

@@ -22,63 +22,28 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 import numpy as np
 
-from all_tf.export.common import read_metadata
-
-
-def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """float input -> what the interpreter's input tensor takes (int8/uint8 or float32)."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
-
-
-def dequantize_output(q: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
-        return q.astype(np.float32)
-    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+from all_tf.inference.model_files import read_metadata
+from all_tf.inference.tflite_runner import TFLiteRunner
 
 
 def run_interpreter(path: str, inputs: np.ndarray, threads: Sequence[int] = (1, 2),
                     timing_images: int = 20) -> tuple[np.ndarray, dict[int, float]]:
     """Probabilities (N, C) and mean ms/image per thread count for one TFLite file."""
-    from ai_edge_litert.interpreter import Interpreter
-
     probs = None
     timing = {}
     for t in threads:
-        interp = Interpreter(model_path=path, num_threads=int(t))
-        interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
-        out = interp.get_output_details()[0]
+        runner = TFLiteRunner(path, int(t))
         if probs is None:
-            rows = []
-            for x in inputs:
-                interp.set_tensor(inp["index"], quantize_input(x[None], inp))
-                interp.invoke()
-                rows.append(dequantize_output(interp.get_tensor(out["index"]), out)[0])
-            probs = np.stack(rows) if rows else np.zeros((0, out["shape"][-1]), np.float32)
+            probs = runner(inputs)
         sample = inputs[: max(1, timing_images)]
         if len(sample):
-            q = [quantize_input(x[None], inp) for x in sample]
-            for x in q[:2]:  # warm-up
-                interp.set_tensor(inp["index"], x)
-                interp.invoke()
-            start = time.perf_counter()
-            for x in q:
-                interp.set_tensor(inp["index"], x)
-                interp.invoke()
-            timing[int(t)] = (time.perf_counter() - start) * 1000.0 / len(q)
+            timing[int(t)] = runner.ms_per_image(sample)
     return probs, timing
 
 
@@ -104,7 +69,8 @@ def verify_tflite(
 
     Args:
         paths: ``.tflite`` files.
-        inputs: float32 (N, S, S, 3), preprocessed held-out images.
+        inputs: float32 (N, S, S, 3), preprocessed held-out images (for an edge file: the
+            images at model size, 0-255).
         keras_probs: float (N, C), the Keras model's probabilities on ``inputs``.
         labels: optional int (N,) true classes, for accuracy.
         threads: thread counts to time.

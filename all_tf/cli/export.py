@@ -1,4 +1,5 @@
-"""``python -m all_tf.export``: SavedModel for TF Serving, TFLite files, and their verification."""
+"""``all-tf export`` (or ``python -m all_tf.export``): SavedModel for TF Serving, TFLite files,
+and their verification (the builders are :mod:`all_tf.export`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import click
 
 log = logging.getLogger("all_tf.export")
 
-ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8")
+ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8", "edge")
 DEFAULT_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8")
 INT8_MAX_ACCURACY_DROP = 0.005  # full int8 becomes the edge default within 0.5 point of Keras
 INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreement
@@ -147,14 +148,16 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
     Writes, under --out:
       serving/<model-name>/<version>/   SavedModel for TF Serving (bytes in, probabilities out)
       tflite/<model-name>_<variant>.tflite + .json metadata, labels.txt
+      tflite/<model-name>_edge_uint8.tflite  (--formats ...,edge) RGB uint8 in, preprocessing
+                                        in the graph, TFLite builtin ops only
       verify.json, verify.md            parity (and TFLite speed) of every export vs Keras
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     import numpy as np
 
-    from all_tf.export.common import (
-        collect_inputs,
+    from all_tf.data import collect_inputs
+    from all_tf.inference.model_files import (
         config_for_model,
         load_keras_model,
         resolve_source,
@@ -208,7 +211,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         written["savedmodel"] = str(path)
         click.echo(f"SavedModel: {path}")
 
-    variants = [f for f in wanted if f != "savedmodel"]
+    variants = [f for f in wanted if f not in ("savedmodel", "edge")]
     tflite_paths = []
     if variants:
         from all_tf.export.tflite import calibration_set, export_tflite
@@ -232,7 +235,19 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
             click.echo(f"TFLite: {p} ({p.stat().st_size / 1e6:.2f} MB)")
         written["tflite"] = [str(p) for p in tflite_paths]
 
-    if verify and (tflite_paths or "savedmodel" in written):
+    if "edge" in wanted:
+        from all_tf.export.edge import export_edge
+
+        try:
+            edge_path = export_edge(model, cfg, out_dir / "tflite", model_name=model_name,
+                                    threshold=threshold, source=str(src.model_path), gate=gate)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        written["edge"] = str(edge_path)
+        click.echo(f"TFLite edge (uint8 RGB in): {edge_path} "
+                   f"({edge_path.stat().st_size / 1e6:.2f} MB)")
+
+    if verify and (tflite_paths or "savedmodel" in written or "edge" in written):
         from all_tf.export.verify import format_report, verify_tflite
 
         pairs = collect_inputs(verify_data) if verify_data else test_pairs
@@ -246,7 +261,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         keras_probs = model.predict(x, batch_size=16, verbose=0)
         y = None if any(label is None for label in labels) else np.asarray(labels)
         rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
-        if "savedmodel" in written:
+        if "savedmodel" in written or "edge" in written:
             from all_tf.evaluation.calibration import apply_temperature
 
             served = keras_probs
@@ -254,8 +269,15 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
                 from all_tf.evaluation.tta import tta_probabilities
 
                 served = tta_probabilities(model, x)
-            rows.insert(0, verify_saved_model(written["savedmodel"], paths,
-                                              apply_temperature(served, cfg.temperature), y))
+            served = apply_temperature(served, cfg.temperature)
+        if "savedmodel" in written:
+            rows.insert(0, verify_saved_model(written["savedmodel"], paths, served, y))
+        if "edge" in written:  # the images at model size, uint8, as an app would feed them
+            from all_tf.preprocessing import resize_to
+
+            pixels = np.stack([resize_to(im, cfg.preprocess.image_size) for im in images])
+            rows += verify_tflite([written["edge"]], pixels.astype(np.float32), served, y,
+                                  threads=threads)
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}

@@ -1,8 +1,9 @@
-"""The prediction rule: softmax argmax, with low-confidence predictions marked uncertain.
+"""The prediction rule: softmax argmax, with low-confidence predictions marked uncertain, and
+the temperature that calibrates the confidence.
 
 Example:
     >>> import numpy as np
-    >>> from all_tf.evaluation.uncertainty import predict_labels
+    >>> from all_tf.inference.uncertainty import predict_labels
     >>> cls, conf, unc = predict_labels(np.array([[0.9, 0.1], [0.6, 0.4]]), threshold=0.7)
     >>> cls.tolist(), unc.tolist()
     ([0, 0], [False, True])
@@ -13,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from all_tf.config import UNCERTAINTY_THRESHOLD
+
+_EPS = 1e-12
 
 
 def check_probabilities(probs, name: str = "probs") -> np.ndarray:
@@ -42,3 +45,13 @@ def predict_labels(probs, threshold: float = UNCERTAINTY_THRESHOLD) -> tuple[np.
     class_id = probs.argmax(axis=1).astype(np.int64)
     confidence = probs[np.arange(len(probs)), class_id]
     return class_id, confidence, confidence < threshold
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+    """Softmax probabilities (N, C) rescaled by ``temperature`` (> 0; > 1 softens)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = np.log(np.clip(check_probabilities(probs), _EPS, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,7 +1,8 @@
-"""Shared by export and predict: resolve a model source, load it in float32, describe it.
+"""Model files for inference and export: find a model and its config, load it in float32,
+check its input, read and write the metadata stored beside an exported model.
 
 Example:
-    >>> from all_tf.export.common import resolve_source
+    >>> from all_tf.inference.model_files import resolve_source
     >>> resolve_source("runs/missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     FileNotFoundError: runs/missing: ...
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from all_tf import CLASS_NAMES, __version__
 from all_tf.config import UNCERTAINTY_THRESHOLD, Config
 
 METADATA_FORMAT = "all_tf.export"
+METADATA_FILE = "all_tf_export.json"  # in a SavedModel's assets.extra/
 DEFAULT_THRESHOLD = UNCERTAINTY_THRESHOLD
 
 
@@ -191,52 +194,6 @@ def config_from_metadata(doc: dict[str, Any]) -> Config:
     )
 
 
-def collect_inputs(items, labelled: bool = True) -> list[tuple[str, int | None]]:
-    """Expand image files, folders and globs to ``(path, label)`` pairs, in a stable order.
-
-    A folder whose sub-folders are class folders (see :func:`all_tf.data.scan_dataset`) gives
-    labelled images; any other folder gives its images (recursively) with label None. A path
-    that matches nothing is returned as is (with label None) so the caller can report it.
-
-    Args:
-        items: paths, folders or glob patterns.
-        labelled: look for class folders (set False to never attach labels).
-    """
-    import glob
-
-    from all_tf.io import IMAGE_EXTENSIONS
-
-    out: list[tuple[str, int | None]] = []
-    for item in items:
-        item = str(item)
-        path = Path(item)
-        if path.is_dir():
-            records = []
-            if labelled:
-                from all_tf.data import scan_dataset
-
-                try:
-                    records = scan_dataset(path, verify="none").records
-                except (FileNotFoundError, ValueError):
-                    records = []
-            if records:
-                out.extend((r.path, r.label) for r in records)
-            else:
-                out.extend(
-                    # a broken or looping link is listed too, so the caller reports it
-                    (str(p), None) for p in sorted(path.rglob("*"))
-                    if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
-                )
-        elif path.exists():
-            out.append((item, None))
-        else:
-            matches = sorted(glob.glob(item, recursive=True))
-            out.extend((m, None) for m in matches if Path(m).is_file() or Path(m).is_symlink())
-            if not matches:
-                out.append((item, None))
-    return out
-
-
 def check_input_range(x, value_range=(0.0, 1.0), tolerance: float = 1e-4, name: str = "input"):
     """Raise ValueError if float pixels ``x`` leave the model's value range.
 
@@ -260,3 +217,20 @@ def check_input_range(x, value_range=(0.0, 1.0), tolerance: float = 1e-4, name: 
             f"{name}: values in [{xmin:.4g}, {xmax:.4g}] but the model takes [{lo}, {hi}]{hint}"
         )
     return x
+
+
+def find_saved_model(path: str | os.PathLike) -> Path:
+    """A SavedModel folder: ``path`` itself, or its highest numeric version (TF Serving layout).
+
+    Raises:
+        FileNotFoundError: no ``saved_model.pb`` there.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted(
+        (int(p.name), p) for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()
+    )
+    if versions:
+        return versions[-1][1]
+    raise FileNotFoundError(f"{path}: no saved_model.pb here or in a numeric version folder")

@@ -1,0 +1,95 @@
+"""``all-tf predict`` (or ``python -m all_tf.predict``): classify images with a .keras,
+SavedModel or TFLite model (:mod:`all_tf.inference.predictor`).
+
+Inputs are image files, folders (searched recursively) or glob patterns. Every image is
+decoded with :func:`all_tf.io.read_image` and preprocessed on the host with
+:func:`all_tf.preprocessing.preprocess_image` and the settings stored with the model (the run's
+``config.json`` for ``.keras``; ``assets.extra/all_tf_export.json`` for a SavedModel; the
+``.json`` beside a ``.tflite`` file), so all three backends see the same pixels. Runs trained on
+nucleus crops get their crops' probabilities averaged per image.
+
+Each image becomes one row: ``file``; ``status``: ``ok``, ``uncertain`` (confidence below the
+model's threshold) or ``rejected:<reason>`` (the input is not a smear field the model knows:
+see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate);
+``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
+temperature, and over the 8 flips and rotations of the field for models stored with ``tta``);
+``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
+distance of the field, or mean over its crops; models with a gate); ``nuclei`` (connected components of
+:func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
+a bad file never stops the others).
+
+Example:
+    $ python -m all_tf.predict all_tf/sample_data/all4 -o preds.csv       # the released model
+    $ python -m all_tf.predict --model runs/v2s/checkpoints/best.keras smears/ -o preds.csv
+    $ python -m all_tf.predict --model export/tflite/all_tf_int8.tflite "smears/*.png" --format json
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model",
+              help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
+                   "directory, SavedModel folder or .tflite file [default: light].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Config JSON overriding the one stored with the model.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write rows here (default: standard output).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
+              help="Output format (default: from --output's suffix, else csv).")
+@click.option("--overlays", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for overlay PNGs: nucleus boxes and the predicted label.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Uncertainty threshold (default: the one stored with the model).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on standard error.")
+def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_size, threads,
+         progress):
+    """Classify INPUTS (images, folders or globs) with the released model or --model.
+
+    --model is a released model's name, a .keras file or run directory, a SavedModel folder
+    (or TF Serving's <name>/<version>/ layout) or a .tflite file with its .json metadata
+    beside it. The older form "predict MODEL INPUTS..." still works.
+    """
+    from all_tf.inference.predictor import (
+        load_backend,
+        predict_files,
+        resolve_model,
+        write_rows,
+    )
+
+    try:
+        model, inputs = resolve_model(model, inputs)
+        backend = load_backend(model, config_path, threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if overlays is not None:
+        overlays.mkdir(parents=True, exist_ok=True)
+    rows = predict_files(backend, inputs, overlays, batch_size, progress, threshold)
+    fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
+    if output is None:
+        write_rows(rows, fmt, sys.stdout)
+    else:
+        from all_tf.io import atomic_write_text
+
+        buf = io.StringIO()
+        write_rows(rows, fmt, buf)
+        atomic_write_text(output, buf.getvalue())
+    errors = sum(1 for r in rows if r["error"])
+    click.echo(f"{len(rows)} images, {errors} errors ({backend.kind} backend: {backend.path})",
+               err=True)
+    if rows and errors == len(rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Classifying image files with a .keras, SavedModel or TFLite model: the ``predict`` job.
+
+Every image is decoded with :func:`all_tf.io.read_image` and preprocessed on the host with the
+settings stored with the model (the run's ``config.json`` for ``.keras``;
+``assets.extra/all_tf_export.json`` for a SavedModel; the ``.json`` beside a ``.tflite`` file),
+so all three backends see the same pixels. Runs trained on nucleus crops get their crops'
+probabilities averaged per image. The columns of a row are :data:`COLUMNS` (see
+``all-tf predict --help`` and the README's output schema).
+
+Example:
+    >>> from all_tf.inference.predictor import load_backend, predict_files, resolve_model
+    >>> model, inputs = resolve_model(None, ("all_tf/sample_data/all4",))
+    >>> rows = predict_files(load_backend(model), inputs)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from all_tf import CLASS_NAMES
+from all_tf.config import Config
+
+PROB_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
+COLUMNS = ["file", "status", "class", "confidence", "uncertain", *PROB_COLUMNS, "ood_score",
+           "nuclei", "error"]
+
+
+@dataclass
+class Backend:
+    """A loaded model: ``predict(x)`` maps float32 (N, S, S, 3) to probabilities (N, 4).
+
+    ``features_fn`` (Keras models only) maps the same input to ``(probabilities, pooled
+    features)``; ``gate`` is the model's stored input gate, or None.
+    """
+
+    kind: str
+    path: str
+    config: Config
+    threshold: float
+    value_range: tuple[float, float]
+    predict_fn: object
+    gate: object = None
+    features_fn: object = None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Temperature-scaled probabilities (N, 4), one row per input."""
+        probs, _ = self.predict_with_features(x)
+        return self.calibrate(probs)
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """Apply the model's temperature to probabilities (N, 4) from :meth:`predict_with_features`."""
+        from all_tf.inference.uncertainty import apply_temperature
+
+        if self.config.temperature == 1.0:
+            return probs
+        return apply_temperature(probs, self.config.temperature).astype(np.float32)
+
+    def predict_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model probabilities (N, 4) and the feature distance (N,) or None.
+
+        The probabilities are the model's own, before the temperature (apply it with
+        :meth:`calibrate`, after averaging views). The SavedModel's ``predict_pixels`` returns
+        them scaled, ``p = softmax(log(raw) / T)``; ``raw`` is recovered as ``p ** T``
+        renormalised. The SavedModel computes the feature distance in its graph.
+        """
+        from all_tf.inference.model_files import check_input_range
+
+        x = np.asarray(x, np.float32)
+        if len(x) == 0:
+            return np.zeros((0, len(CLASS_NAMES)), np.float32), None
+        check_input_range(x, self.value_range, name=f"{self.kind} input")
+        ood = None
+        if self.kind == "savedmodel":
+            scaled, ood = self.predict_fn(x)
+            raw = np.power(np.asarray(scaled, np.float64), self.config.temperature)
+            probs = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-30)
+        elif self.features_fn is not None and self.gate is not None \
+                and self.gate.distance is not None:
+            probs, feats = self.features_fn(x)
+            ood = self.gate.distance.score(feats)
+        else:
+            probs = self.predict_fn(x)
+        return np.asarray(probs, np.float32), ood
+
+
+def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
+                 threads: int | None = None) -> Backend:
+    """Open ``model`` with the backend its path implies.
+
+    ``*.tflite`` -> LiteRT interpreter; a folder with ``saved_model.pb`` (or TF Serving's
+    ``<name>/<version>/`` layout, highest version) -> ``tf.saved_model.load``; a ``.keras``
+    file or a run directory -> Keras.
+
+    Raises:
+        FileNotFoundError, ValueError: the path is not a model, or its metadata is missing.
+    """
+    from all_tf.inference.model_files import DEFAULT_THRESHOLD, config_from_metadata, read_metadata
+
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file or folder")
+    if path.suffix == ".tflite":
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: metadata {meta_path.name} not found beside it "
+                                    "(written by python -m all_tf.export)")
+        meta = read_metadata(meta_path)
+        if meta.get("variant") == "edge":
+            raise ValueError(f"{path}: an edge file (RGB uint8 in, preprocessing in its graph) "
+                             "is for apps; predict feeds preprocessed pixels: use another "
+                             ".tflite file, a SavedModel or the .keras model")
+        cfg = config_from_metadata(meta)
+        if config is not None:
+            cfg = Config.load(config)
+        return Backend("tflite", str(path), cfg, meta["uncertainty_threshold"],
+                       tuple(meta["input"]["value_range"]), _tflite_fn(path, threads),
+                       gate=_gate_from_metadata(meta))
+    if path.is_dir() and not (path / "checkpoints").is_dir() and path.suffix != ".keras":
+        from all_tf.inference.model_files import METADATA_FILE, find_saved_model
+
+        saved = find_saved_model(path)
+        meta = read_metadata(saved / "assets.extra" / METADATA_FILE)
+        cfg = Config.load(config) if config is not None else config_from_metadata(meta)
+        return Backend("savedmodel", str(saved), cfg, meta["uncertainty_threshold"],
+                       tuple(meta["input"]["value_range"]), _saved_model_fn(saved),
+                       gate=_gate_from_metadata(meta))
+    from all_tf.inference.model_files import (
+        config_for_model,
+        input_range,
+        load_keras_model,
+        resolve_source,
+    )
+
+    src = resolve_source(path, config)
+    keras_model = load_keras_model(src.model_path)
+    cfg = config_for_model(src.config, keras_model)
+    threshold = cfg.uncertainty_threshold if cfg.uncertainty_threshold is not None else DEFAULT_THRESHOLD
+
+    def keras_fn(x):
+        return keras_model.predict(x, batch_size=16, verbose=0)
+
+    from all_tf.inference import Gate
+
+    folder = src.run_dir or src.model_path.parent
+    gate = Gate.load(folder)
+    features_fn = None
+    if gate is not None:
+        from all_tf.inference.analysis import probabilities_and_features
+
+        features_fn = probabilities_and_features(keras_model)
+    return Backend("keras", str(src.model_path), cfg, threshold, tuple(input_range(keras_model)),
+                   keras_fn, gate=gate, features_fn=features_fn)
+
+
+def _gate_from_metadata(meta: dict):
+    """The input checks described in export metadata (exported models score no features)."""
+    from all_tf.inference import Gate
+
+    doc = meta.get("gate")
+    if not doc:
+        return None
+    return Gate(doc["bounds"], None, ood_threshold=(doc.get("ood") or {}).get("threshold"))
+
+
+def _saved_model_fn(path: Path):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["predict_pixels"]
+
+    def predict(x):
+        out = fn(pixels=tf.constant(x))
+        ood = out["ood_score"].numpy() if "ood_score" in out else None
+        return out["probabilities"].numpy(), ood
+
+    predict.loaded = loaded  # keep the trackable alive with the function
+    return predict
+
+
+def _tflite_fn(path: Path, threads: int | None):
+    from all_tf.inference.tflite_runner import TFLiteRunner
+
+    return TFLiteRunner(str(path), threads)
+
+
+def nuclei_boxes(mask: np.ndarray) -> np.ndarray:
+    """Bounding boxes (K, 4) as (y0, x0, y1, x1) of the 8-connected components of ``mask``."""
+    import cv2
+
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    s = stats[1:]
+    return np.stack([s[:, 1], s[:, 0], s[:, 1] + s[:, 3], s[:, 0] + s[:, 2]], axis=1) if n > 1 \
+        else np.zeros((0, 4), np.int64)
+
+
+def draw_overlay(rgb: np.ndarray, boxes: np.ndarray, label: str) -> np.ndarray:
+    """RGB uint8 copy of ``rgb`` with green nucleus boxes and ``label`` on a dark band at the top."""
+    import cv2
+
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(min(h, w) / 224))
+    for y0, x0, y1, x1 in boxes:
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), (0, 255, 0), thick)
+    scale = max(0.35, min(h, w) / 448)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(out, (0, 0), (min(w, tw + 6), th + base + 6), (0, 0, 0), -1)
+    cv2.putText(out, label, (3, th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
+    return out
+
+
+def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
+    from all_tf.data.inputs import inputs_for_image
+
+    x = inputs_for_image(rgb, cfg, mask=mask)
+    if cfg.tta and cfg.preprocess.input_mode != "crops":  # 8 views averaged like crops
+        from all_tf.inference.tta import dihedral_views
+
+        return dihedral_views(x)
+    return x
+
+
+def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
+                  batch_size: int = 16, progress: bool = True,
+                  threshold: float | None = None) -> list[dict]:
+    """Rows (see the module docstring) for every image in ``items`` (files, folders, globs)."""
+    from tqdm import tqdm
+
+    from all_tf.data import collect_inputs
+    from all_tf.inference import image_statistics
+    from all_tf.io import ImageReadError, atomic_write_bytes, read_image
+    from all_tf.segmentation import segment_nuclei
+
+    cfg = backend.config
+    threshold = backend.threshold if threshold is None else float(threshold)
+    files = [p for p, _ in collect_inputs(items, labelled=False)]
+    rows: list[dict] = []
+    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None]] = []
+    gate = backend.gate
+    overlay_names: set[str] = set()
+
+    def flush():
+        if not pending:
+            return
+        x = np.concatenate([p[1] for p in pending])
+        try:
+            probs, ood_scores = backend.predict_with_features(x)
+        except Exception as e:  # a backend failure is reported on every row of the batch
+            for row, *_ in pending:
+                row["error"] = f"{type(e).__name__}: {e}"
+                row["status"] = "error"
+            pending.clear()
+            return
+        start = 0
+        for row, xi, rgb, boxes, stats in pending:
+            p = backend.calibrate(probs[start:start + len(xi)].mean(axis=0, keepdims=True))[0]
+            ood = None
+            if ood_scores is not None:  # with tta: the unrotated view, as the gate was fitted
+                block = ood_scores[start:start + len(xi)]
+                ood = float(block[0] if cfg.tta else np.mean(block))
+                row["ood_score"] = round(ood, 4)
+            start += len(xi)
+            k = int(np.argmax(p))
+            status = gate.status(stats, ood, float(p[k]), threshold) if gate is not None \
+                else ("uncertain" if p[k] < threshold else "ok")
+            row.update({"status": status, "confidence": round(float(p[k]), 6),
+                        "uncertain": bool(p[k] < threshold)})
+            if not status.startswith("rejected"):
+                row["class"] = CLASS_NAMES[k]
+            row.update({c: round(float(v), 6) for c, v in zip(PROB_COLUMNS, p, strict=True)})
+            if overlay_dir is not None:
+                import cv2
+
+                label = status.replace("rejected:", "rejected: ") if status.startswith(
+                    "rejected") else f"{CLASS_NAMES[k]} {p[k]:.2f}" + (
+                    " (uncertain)" if status == "uncertain" else "")
+                name = Path(row["file"]).stem
+                while name in overlay_names:
+                    name += "_"
+                overlay_names.add(name)
+                ok, png = cv2.imencode(".png", cv2.cvtColor(draw_overlay(rgb, boxes, label),
+                                                            cv2.COLOR_RGB2BGR))
+                if ok:
+                    atomic_write_bytes(Path(overlay_dir) / f"{name}.png", png.tobytes())
+        pending.clear()
+
+    for path in tqdm(files, desc="predict", unit="img", disable=not progress, file=sys.stderr):
+        row = {c: "" for c in COLUMNS}
+        row["file"] = path
+        rows.append(row)
+        try:
+            rgb = read_image(path)
+            mask = segment_nuclei(rgb, cfg.segmentation)
+            boxes = nuclei_boxes(mask)
+            row["nuclei"] = int(len(boxes))
+            x = _model_inputs(rgb, cfg, mask)
+            stats = image_statistics(rgb, cfg.segmentation) if gate is not None else None
+        except (ImageReadError, ValueError, OSError) as e:
+            row["error"] = str(e)
+            row["status"] = "error"
+            continue
+        pending.append((row, x, rgb if overlay_dir is not None else None, boxes, stats))
+        if sum(len(p[1]) for p in pending) >= batch_size:
+            flush()
+    flush()
+    return rows
+
+
+def write_rows(rows: list[dict], fmt: str, stream) -> None:
+    """Write rows as CSV (header + one line per image) or a JSON list."""
+    if fmt == "json":
+        json.dump(rows, stream, indent=1)
+        stream.write("\n")
+        return
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The model path and the image inputs of a command line.
+
+    ``--model`` may be a released model's short name (``light``) or a path; without it the
+    default released model is used, unless the first input is itself a model (a ``.keras`` or
+    ``.tflite`` file, a run directory or a SavedModel folder: the older ``MODEL INPUTS...``
+    form).
+    """
+    from all_tf.models.released import DEFAULT_MODEL, RELEASED, released_model_path
+
+    if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
+        return inputs[0], inputs[1:]
+    model = model or DEFAULT_MODEL
+    if model in RELEASED or model in RELEASED.values():
+        # model.keras, or for a float16-parts release the .keras file rebuilt into the cache
+        return str(released_model_path(model)), inputs
+    if not Path(model).exists():
+        raise FileNotFoundError(f"{model}: no such model file or folder, and not a released "
+                                f"model (released: {', '.join(sorted(RELEASED))})")
+    return model, inputs
+
+
+def _is_model(path: Path) -> bool:
+    if path.suffix in (".keras", ".tflite"):
+        return path.is_file()
+    return path.is_dir() and ((path / "checkpoints" / "best.keras").is_file()
+                              or (path / "saved_model.pb").is_file()
+                              or any(path.glob("[0-9]*/saved_model.pb")))

@@ -1,0 +1,37 @@
+"""``all-tf``: every command is listed, has --help, and the ``python -m`` aliases are the same."""
+
+import importlib
+
+import pytest
+from click.testing import CliRunner
+
+from all_tf.cli.main import COMMANDS, main
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+    assert set(COMMANDS) >= {"train", "predict", "export", "protocol", "audit", "figures",
+                             "duplicates", "colour-spaces"}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_each_command_has_help_and_one_output_flag(name):
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    if name != "calibrate":  # writes into the run directory it is given
+        assert "-o, --output" in result.output, name
+
+
+def test_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(main, ["trian"])
+    assert result.exit_code == 2 and "trian" in result.output
+
+
+@pytest.mark.parametrize("alias", ["train", "predict", "calibrate", "demo", "export"])
+def test_python_m_aliases_are_the_commands(alias):
+    module = importlib.import_module(f"all_tf.{alias}" if alias != "export"
+                                     else "all_tf.export.__main__")
+    assert module.main is importlib.import_module(COMMANDS[alias][0]).main
