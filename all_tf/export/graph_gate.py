@@ -1,7 +1,8 @@
 """In-graph twin of the input gate (:mod:`all_tf.inference.gate`) for the SavedModel.
 
 The serving graph computes the same image statistics on the decoded image (resized to
-``GATE_SIZE``): brightness, saturation, focus and stain (LAB a*, b*); the nucleus count needs
+``GATE_SIZE``): brightness, saturation, focus, stain (LAB a*, b*) and the hue of the nuclei,
+alone and against the rest of the stained field; the nucleus count needs
 connected components, like the nucleus area, and both are left to the host (``python -m all_tf.predict``). The feature
 distance is computed from the model's pooled features. Small differences from the host
 statistics (integer rounding in OpenCV's colour conversions) are far inside the fitted margins.
@@ -11,7 +12,7 @@ Example:
     >>> from all_tf.export.graph_gate import gate_statistics_graph
     >>> stats = gate_statistics_graph(tf.zeros([40, 60, 3], tf.uint8))
     >>> [round(float(v), 1) for v in stats.numpy()]
-    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0, nan]
+    [0.0, 0.0, 0.0, 128.0, 128.0, 128.0, 128.0, nan, nan]
 """
 
 from __future__ import annotations
@@ -20,15 +21,22 @@ import numpy as np
 import tensorflow as tf
 
 from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
-from all_tf.inference.gate import CHECKS, DOMINANT_SHARE, GATE_SIZE, MIN_CHROMA
+from all_tf.inference.gate import (
+    CHECKS,
+    CONTRAST_SHARE,
+    DOMINANT_SHARE,
+    GATE_SIZE,
+    MIN_CHROMA,
+    MIN_CONTRAST,
+)
 
 GRAPH_STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
-                    "nucleus_b", "nucleus_hue")
+                    "nucleus_b", "nucleus_hue", "contrast_hue")
 _LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 
 
 def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
-    """float32 (8,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
+    """float32 (9,) statistics (order :data:`GRAPH_STATISTICS`) of one uint8 (H, W, 3) image."""
     x = resize_uint8(rgb, GATE_SIZE)
     f = tf.cast(x, tf.float32)
     grey = tf.round(f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114)
@@ -38,13 +46,16 @@ def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
     padded = tf.pad(grey[None, ..., None], [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
     lap = tf.nn.conv2d(padded, _LAPLACIAN[..., None, None], strides=1, padding="VALID")
     lab = tf.cast(rgb_to_lab8(x), tf.float32)
-    k = max(1, int(round(DOMINANT_SHARE * GATE_SIZE * GATE_SIZE)))
-    top = tf.math.top_k(tf.reshape(saturation, [-1]), k=k).indices
-    dominant = tf.gather(tf.reshape(lab, [-1, 3]), top)
+    n = GATE_SIZE * GATE_SIZE
+    k = max(1, int(round(DOMINANT_SHARE * n)))
+    k2 = min(n, k + max(1, int(round(CONTRAST_SHARE * n))))
+    top = tf.math.top_k(tf.reshape(saturation, [-1]), k=k2).indices  # most saturated first
+    ranked = tf.gather(tf.reshape(lab, [-1, 3]), top)
+    dominant, rest = ranked[:k], ranked[k:]
     nucleus_a, nucleus_b = tf.reduce_mean(dominant[:, 1]), tf.reduce_mean(dominant[:, 2])
-    hue = tf.math.atan2(nucleus_b - 128.0, nucleus_a - 128.0) * (180.0 / np.pi)
-    chroma = tf.sqrt(tf.square(nucleus_a - 128.0) + tf.square(nucleus_b - 128.0))
-    hue = tf.where(chroma >= MIN_CHROMA, hue, np.nan)  # NaN: no comparison fails
+    hue = _hue(nucleus_a - 128.0, nucleus_b - 128.0)
+    contrast = _hue(nucleus_a - tf.reduce_mean(rest[:, 1]),
+                    nucleus_b - tf.reduce_mean(rest[:, 2]), MIN_CONTRAST)
     return tf.stack([
         tf.reduce_mean(grey),
         tf.reduce_mean(saturation),
@@ -54,11 +65,22 @@ def gate_statistics_graph(rgb: tf.Tensor) -> tf.Tensor:
         nucleus_a,
         nucleus_b,
         hue,
+        contrast,
     ])
 
 
+def _hue(a: tf.Tensor, b: tf.Tensor, min_chroma: float = MIN_CHROMA) -> tf.Tensor:
+    """Hue angle in degrees of a LAB (a*, b*) offset; NaN when it is shorter than min_chroma
+    (as the host's ``_hue``)."""
+    hue = tf.math.atan2(b, a) * (180.0 / np.pi)
+    return tf.where(tf.sqrt(a * a + b * b) >= min_chroma, hue, np.nan)  # NaN: never fails
+
+
 def gate_reason_graph(stats: tf.Tensor, bounds: dict) -> tf.Tensor:
-    """string [N]: the first failing input check's reason per row of ``stats`` (N, 8), or ""."""
+    """string [N]: the first failing input check's reason per row of ``stats`` (N, 9), or "".
+
+    A statistic without bounds (``contrast_hue`` in a gate fitted before it existed) is not
+    checked."""
     reason = tf.fill(tf.shape(stats)[:1], "")
     for name, side, why in reversed(CHECKS):  # earlier checks overwrite later ones
         if name not in GRAPH_STATISTICS:

@@ -6,7 +6,9 @@ The gate runs before the class is reported and gives every prediction a status:
 * ``rejected:<reason>`` — the input is not a smear field like those the model was trained on:
   ``too_dark`` / ``too_bright`` (mean grey level), ``not_colour`` (mean HSV saturation),
   ``unusual_stain`` (saturation, or mean LAB a*/b* of the field or of its most saturated
-  pixels, outside the training range), ``blurred`` / ``noisy`` (variance of the Laplacian),
+  pixels, or the hue of those pixels, alone or against the next most saturated ones, outside
+  the training range: a channel-swapped field keeps its purple-blue nuclei but turns its red
+  cells from grey-blue to lavender), ``blurred`` / ``noisy`` (variance of the Laplacian),
   ``no_nucleus`` (no purple-index nucleus), ``wrong_scale`` (nuclei far larger or smaller than
   in training: another magnification, or a single-cell crop), or
   ``out_of_distribution`` (the model's pooled features are far from every class of its
@@ -38,9 +40,13 @@ import numpy as np
 
 GATE_SIZE = 224
 STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
-              "nucleus_b", "nucleus_hue", "nucleus_size", "nuclei")
+              "nucleus_b", "nucleus_hue", "contrast_hue", "nucleus_size", "nuclei")
 DOMINANT_SHARE = 0.05  # nucleus_a/b: mean over this share of the most saturated pixels
+CONTRAST_SHARE = 0.15  # contrast_hue: nuclei against the next 15 % (cytoplasm, red cells)
 MIN_CHROMA = 10.0  # LAB a*b* distance from grey below which a hue is not defined
+# contrast_hue: a*b* distance between nuclei and the rest below which it is not defined (mean
+# colours of thousands of pixels: a small difference still has a well-defined direction)
+MIN_CONTRAST = 2.0
 # (statistic, side) -> reason; checked in this order, the first failing check names the reason
 CHECKS = (
     ("brightness", 0, "too_dark"),
@@ -59,6 +65,8 @@ CHECKS = (
     ("nucleus_b", 1, "unusual_stain"),
     ("nucleus_hue", 0, "unusual_stain"),
     ("nucleus_hue", 1, "unusual_stain"),
+    ("contrast_hue", 0, "unusual_stain"),
+    ("contrast_hue", 1, "unusual_stain"),
     ("nuclei", 0, "no_nucleus"),
     ("nucleus_size", 0, "wrong_scale"),
     ("nucleus_size", 1, "wrong_scale"),
@@ -77,7 +85,10 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         LAB a* and b*, 0-255, 128 neutral), ``nucleus_a`` / ``nucleus_b`` (the same over the
         5 % most saturated pixels: the stained nuclei, purple = high a*, low b*),
         ``nucleus_hue`` (their hue angle atan2(b* - 128, a* - 128) in degrees; NaN, and so
-        not checked, when their chroma is below MIN_CHROMA), ``nuclei``
+        not checked, when their chroma is below MIN_CHROMA), ``contrast_hue`` (the hue
+        angle of their mean a*b* minus that of the next CONTRAST_SHARE most saturated pixels,
+        cytoplasm and red cells: the direction in which nuclei differ from the rest of the
+        stained field; NaN below MIN_CONTRAST), ``nuclei``
         (purple-index nucleus components), ``nucleus_size`` (their mean area in pixels: a
         single cell filling the frame is another magnification), all on the image resized to
         GATE_SIZE x GATE_SIZE.
@@ -98,25 +109,35 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
     except ValueError:  # a flat image has no threshold to find
         nuclei, size = 0, 0.0
     sat = hsv[..., 1].ravel()
-    k = max(1, int(round(DOMINANT_SHARE * sat.size)))
-    dominant = lab.reshape(-1, 3)[np.argpartition(sat, sat.size - k)[-k:]].astype(np.float64)
+    n = sat.size
+    k = max(1, int(round(DOMINANT_SHARE * n)))
+    order = np.argpartition(sat, n - k)
+    lab = lab.reshape(-1, 3)
+    dominant = lab[order[n - k:]].astype(np.float64)
+    nucleus_a, nucleus_b = dominant[:, 1].mean(), dominant[:, 2].mean()
+    others = order[:n - k]  # the next CONTRAST_SHARE of the pixels, by saturation
+    j = min(len(others), max(1, int(round(CONTRAST_SHARE * n))))
+    rest = (lab[others[np.argpartition(sat[others], len(others) - j)[-j:]]].astype(np.float64)
+            if j else dominant)
     return {
         "brightness": float(grey.mean()),
         "saturation": float(hsv[..., 1].mean()),
         "focus": float(cv2.Laplacian(grey, cv2.CV_64F).var()),
-        "stain_a": float(lab[..., 1].mean()),
-        "stain_b": float(lab[..., 2].mean()),
-        "nucleus_a": float(dominant[:, 1].mean()),
-        "nucleus_b": float(dominant[:, 2].mean()),
-        "nucleus_hue": _hue(dominant[:, 1].mean() - 128.0, dominant[:, 2].mean() - 128.0),
+        "stain_a": float(lab[:, 1].mean()),
+        "stain_b": float(lab[:, 2].mean()),
+        "nucleus_a": float(nucleus_a),
+        "nucleus_b": float(nucleus_b),
+        "nucleus_hue": _hue(nucleus_a - 128.0, nucleus_b - 128.0),
+        "contrast_hue": _hue(nucleus_a - rest[:, 1].mean(), nucleus_b - rest[:, 2].mean(),
+                             MIN_CONTRAST),
         "nuclei": float(nuclei),
         "nucleus_size": size,
     }
 
 
-def _hue(a: float, b: float) -> float:
-    """Hue angle in degrees of a LAB (a*, b*) offset from grey; NaN below MIN_CHROMA."""
-    return float(np.degrees(np.arctan2(b, a))) if np.hypot(a, b) >= MIN_CHROMA else float("nan")
+def _hue(a: float, b: float, min_chroma: float = MIN_CHROMA) -> float:
+    """Hue angle in degrees of a LAB (a*, b*) offset; NaN when it is shorter than min_chroma."""
+    return float(np.degrees(np.arctan2(b, a))) if np.hypot(a, b) >= min_chroma else float("nan")
 
 
 def _forward(name: str, x: np.ndarray) -> np.ndarray:
@@ -143,9 +164,9 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
 
     Each bound is the ``quantile`` (lower) or ``1 - quantile`` (upper) quantile, widened by
     ``margin`` times the distance between the two, on a scale that fits the statistic (logit
-    of brightness / 255, log(1 + x) of saturation and focus, linear for stain and nucleus
-    size). The nucleus
-    count has only a lower bound, at least 1.
+    of brightness / 255, log(1 + x) of saturation and focus, linear for stain, hue and
+    nucleus size). The nucleus count has only a lower bound, at least 1. A statistic that
+    ``stats`` lack or that is NaN in all of them gets ``[None, None]`` (not checked).
 
     Returns:
         ``{statistic: [low, high]}`` (``high`` None for ``nuclei``).
@@ -154,7 +175,7 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
         raise ValueError("cannot fit input bounds on 0 images")
     bounds: dict[str, list[float | None]] = {}
     for name in STATISTICS:
-        values = np.array([s[name] for s in stats], dtype=np.float64)
+        values = np.array([s.get(name, np.nan) for s in stats], dtype=np.float64)
         values = values[~np.isnan(values)]
         if not len(values):
             bounds[name] = [None, None]
@@ -170,12 +191,14 @@ def fit_input_bounds(stats: list[dict[str, float]], quantile: float = 0.005,
 
 def input_reason(stats: dict[str, float], bounds: dict) -> str | None:
     """The first failing input check's reason, or None when every check passes (a NaN
-    statistic, such as the hue of grey nuclei, passes its checks)."""
+    statistic, such as the hue of grey nuclei, passes its checks, and a statistic without
+    bounds, such as ``contrast_hue`` in a gate fitted before it existed, is not checked)."""
     for name, side, reason in CHECKS:
         limit = (bounds.get(name) or [None, None])[side]
         if limit is None:
             continue
-        if (side == 0 and stats[name] < limit) or (side == 1 and stats[name] > limit):
+        value = stats.get(name, float("nan"))
+        if (side == 0 and value < limit) or (side == 1 and value > limit):
             return reason
     return None
 
