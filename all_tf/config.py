@@ -218,7 +218,7 @@ class Config:
         cross-entropy epochs). ``scratch``: the recipe measured to train EfficientNetV2-S +
         CBAM from random initialisation (batch 32, 60 epochs, peak lr 1e-3, cross-entropy
         throughout, bf16; 98.6-99.1 % at 224 px on a GPU, 97.98 ± 0.38 % over 3 seeds at
-        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny (64 px, 2 epochs), a
+        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny (64 px, 1 epoch), a
         smoke test on the shipped sample, for the demo and tests.
         """
         cfg = cls()
@@ -235,7 +235,7 @@ class Config:
         if name == "quick":
             cfg.preprocess.image_size = 64
             cfg.model.name = "efficientnetv2b0_cbam"
-            cfg.train.epochs = 2
+            cfg.train.epochs = 1
             cfg.train.batch_size = 8
             cfg.train.learning_rate = 1e-3
             cfg.train.warmup_epochs = 1

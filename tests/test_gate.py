@@ -84,13 +84,24 @@ def test_colour_swapped_fields_are_rejected_as_unusual_stain(sample_images, boun
 
 
 def test_gates_fitted_before_contrast_hue_still_load_and_pass_the_sample(sample_images, tmp_path):
-    """The released model's gate.json has no contrast_hue bounds: the check is skipped."""
+    """A gate.json written before contrast_hue existed has no bounds for it: the check is
+    skipped, and the released gate (which has them) passes the whole sample."""
+    import json
+    import shutil
+
     released = Path(__file__).resolve().parents[1] / "saved_models" / "mobilenetv3small_all4"
     if not (released / "gate.json").is_file():
         pytest.skip("no released model")
-    gate = Gate.load(released)
-    assert "contrast_hue" not in gate.bounds
-    assert all(input_reason(image_statistics(im), gate.bounds) is None for im in sample_images)
+    assert Gate.load(released).bounds["contrast_hue"][0] is not None
+    doc = json.loads((released / "gate.json").read_text())
+    del doc["bounds"]["contrast_hue"]
+    doc["checks"] = [c for c in doc["checks"] if c[0] != "contrast_hue"]
+    (tmp_path / "gate.json").write_text(json.dumps(doc))
+    shutil.copy(released / "ood.npz", tmp_path / "ood.npz")
+    old_gate = Gate.load(tmp_path)
+    assert "contrast_hue" not in old_gate.bounds
+    for gate in (old_gate, Gate.load(released)):
+        assert all(input_reason(image_statistics(im), gate.bounds) is None for im in sample_images)
     old = [{k: v for k, v in image_statistics(im).items() if k != "contrast_hue"}
            for im in sample_images[:4]]
     assert fit_input_bounds(old)["contrast_hue"] == [None, None]  # statistics without it

@@ -8,7 +8,7 @@ Example:
     >>> from all_tf.io import read_image
     >>> rgb = read_image("all_tf/sample_data/all4/Pro/WBC-Malignant-Pro-001.jpg")
     >>> inputs_for_image(rgb, Config.preset("quick")).shape
-    (1, 96, 96, 3)
+    (1, 64, 64, 3)
 """
 
 from __future__ import annotations

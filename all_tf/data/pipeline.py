@@ -23,7 +23,7 @@ Example:
     >>> ds = make_dataset(scan_dataset("all_tf/sample_data/all4").records[:8], cfg,
     ...                   training=False, batch_size=4)
     >>> [tuple(t.shape) for t in next(iter(ds))]
-    [(4, 96, 96, 3), (4, 4)]
+    [(4, 64, 64, 3), (4, 4)]
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from 2.10 on); :func:`min_runtime_version` reads it and the metadata stores it.
 
 Example:
     >>> from all_tf.export.edge import export_edge  # doctest: +SKIP
-    >>> path = export_edge(model, cfg, "export/tflite")  # all_tf_edge_uint8.tflite + .json
+    >>> path = export_edge(model, cfg, "export/tflite")  # doctest: +SKIP
 """
 
 from __future__ import annotations

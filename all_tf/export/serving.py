@@ -32,7 +32,7 @@ graph: both signatures then take pixels of crops; the client segments and averag
 
 Example:
     >>> from all_tf.export.serving import export_saved_model  # doctest: +SKIP
-    >>> path = export_saved_model(model, cfg, "export/serving", model_name="all_tf")
+    >>> path = export_saved_model(model, cfg, "export/serving", model_name="all_tf")  # doctest: +SKIP
 """
 
 from __future__ import annotations

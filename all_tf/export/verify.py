@@ -10,7 +10,7 @@ the converter's calibration never shares a process with the interpreter.
 
 Example:
     >>> from all_tf.export.verify import verify_tflite  # doctest: +SKIP
-    >>> report = verify_tflite(["m_int8.tflite"], inputs, keras_probs, labels=labels)
+    >>> report = verify_tflite(["m_int8.tflite"], inputs, keras_probs, labels=labels)  # doctest: +SKIP
     >>> report[0]["top1_agreement"], report[0]["ms_per_image"]  # doctest: +SKIP
 """
 

@@ -105,19 +105,14 @@ def to_float32(model):
     """
     import keras
 
-    if all(layer.dtype_policy.name == "float32" for layer in _all_layers(model)):
+    from all_tf.models.build import walk_layers
+
+    if all(layer.dtype_policy.name == "float32" for layer in walk_layers(model)):
         return model
     config = _float32_policies(keras.saving.serialize_keras_object(model))
     clone = keras.saving.deserialize_keras_object(config)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def config_for_model(cfg: Config, model) -> Config:

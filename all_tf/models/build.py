@@ -128,10 +128,18 @@ def build_from_config(cfg, num_classes: int | None = None) -> keras.Model:
     )
 
 
+def walk_layers(model: keras.Model):
+    """Every layer of ``model``, depth first, nested models' layers included (not ``model``)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+
+
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     """Set ``momentum`` on every BatchNormalization layer (before compiling); returns the count."""
     count = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in walk_layers(model):
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(momentum)
             count += 1
@@ -144,7 +152,7 @@ def expected_input_range(model: keras.Model) -> tuple[float, float]:
     Raises:
         ValueError: the model has no ``InputScaling`` layer (not built by ``build_model``).
     """
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in walk_layers(model):
         if isinstance(layer, InputScaling):
             return layer.input_range
     raise ValueError(f"model {model.name!r} has no InputScaling layer; not an all_tf model")
@@ -165,7 +173,14 @@ def last_conv_layer_name(model: keras.Model) -> str:
     For ``efficientnetv2s_cbam`` this is ``top_activation`` (or ``top_cbam`` with the "final"
     placement); the graph is flat, so ``model.get_layer(name)`` finds it.
     """
-    return model.get_layer(POOL_LAYER).input._keras_history.operation.name
+    pooled_input = model.get_layer(POOL_LAYER).input
+    for layer in model.layers:
+        try:
+            if layer.name != POOL_LAYER and layer.output is pooled_input:
+                return layer.name
+        except (AttributeError, ValueError):  # a layer without a single call in this graph
+            continue
+    raise ValueError(f"model {model.name!r}: no layer feeds {POOL_LAYER!r}")
 
 
 def _weights_snapshot(model: keras.Model) -> list[np.ndarray]:
@@ -195,9 +210,9 @@ def _copy_weights_by_name(model: keras.Model, path: Path) -> None:
         source = keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{path}: cannot read as a .keras model ({type(e).__name__}: {e})") from e
-    by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
+    by_name = {layer.name: layer for layer in walk_layers(source)}
     copied = 0
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk_layers(model):
         src = by_name.get(layer.name)
         if src is None or not layer.weights or len(src.weights) != len(layer.weights):
             continue

@@ -43,12 +43,26 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-def _initial_epoch(model) -> int:
-    # Set by BackupAndRestore.on_train_begin, which must come first in the callback list.
-    return int(getattr(model, "_initial_epoch", None) or 0)
+class _ResumeAware(keras.callbacks.Callback):
+    """Calls ``on_resume(start)`` once, at the first epoch of a ``fit`` call.
+
+    ``start`` is that epoch's index: 0 for a new run, the restored epoch when
+    ``BackupAndRestore`` resumed one.
+    """
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            self.on_resume(int(epoch))
+
+    def on_resume(self, start: int) -> None:
+        raise NotImplementedError
 
 
-class HistoryCSV(keras.callbacks.Callback):
+class HistoryCSV(_ResumeAware):
     """Appends one row per finished epoch (epoch, learning rate, all logs) to a CSV.
 
     On (re)start, rows for epochs at or after the restored epoch are dropped: they were
@@ -60,8 +74,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self._rows: list[dict[str, float]] = []
 
-    def on_train_begin(self, logs=None):
-        start = _initial_epoch(self.model)
+    def on_resume(self, start: int) -> None:
         self._rows = [r for r in read_history(self.path) if r["epoch"] < start]
         self._write()
 
@@ -94,7 +107,7 @@ def _current_lr(model) -> float:
         return math.nan
 
 
-class RunCheckpoints(keras.callbacks.Callback):
+class RunCheckpoints(_ResumeAware):
     """Saves ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
 
     Files are written to a temporary name and renamed, so a kill never leaves half a file.
@@ -108,9 +121,8 @@ class RunCheckpoints(keras.callbacks.Callback):
         self.monitor = monitor
         self.best = math.inf
 
-    def on_train_begin(self, logs=None):
+    def on_resume(self, start: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        start = _initial_epoch(self.model)
         past = [r[self.monitor] for r in read_history(self.history_path)
                 if r["epoch"] < start and self.monitor in r]
         self.best = min(past, default=math.inf)
@@ -137,9 +149,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        start = _initial_epoch(self.model)
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._started:
+            return
+        self._started = True  # the first epoch of this fit: 0, or where BackupAndRestore resumed
         past = [r[self.monitor] for r in read_history(self.history_path)
-                if r["epoch"] < start and self.monitor in r]
+                if r["epoch"] < epoch and self.monitor in r]
         if past:
             best_index = min(range(len(past)), key=past.__getitem__)
             self.best = past[best_index]
