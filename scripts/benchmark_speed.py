@@ -73,7 +73,7 @@ def main(model_path, size, images, output_dir):
     keras_backend = load_backend(model_path)
     rows["keras"] = median_ms(lambda f: predict_files(keras_backend, [f], progress=False),
                               files, warmup=3)
-    from all_tf.export.serving import find_saved_model
+    from all_tf.inference.model_files import find_saved_model
 
     serving = tf.saved_model.load(str(find_saved_model(export / "serving" / "all_tf")))
     fn = serving.signatures["serving_default"]
