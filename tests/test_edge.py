@@ -79,17 +79,30 @@ def test_edge_preprocessing_is_bit_exact_with_opencv(sample_images, size):
         np.testing.assert_array_equal(fn(tf.constant(rgb)).numpy(), preprocess_image(rgb, cfg))
 
 
-def test_edge_lab_conversions_bit_exact_with_opencv():
+def test_lab_conversions_bit_exact_with_opencv_under_litert():
+    """The SavedModel's LAB conversions (bit-exact under TF, test_export.py), converted with
+    builtins only and run by LiteRT's kernels."""
     import cv2
+    from ai_edge_litert.interpreter import Interpreter
 
-    from all_tf.export.edge import lab8_to_rgb_edge, rgb_to_lab8_edge
+    from all_tf.export.edge import non_builtin_ops
+    from all_tf.export.graph_preprocessing import lab8_to_rgb, rgb_to_lab8
 
     x = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
     x[0, :256, :] = np.arange(256, dtype=np.uint8)[:, None]
-    np.testing.assert_array_equal(rgb_to_lab8_edge(tf.constant(x)).numpy(),
-                                  cv2.cvtColor(x, cv2.COLOR_RGB2LAB))
-    np.testing.assert_array_equal(lab8_to_rgb_edge(tf.constant(x)).numpy(),
-                                  cv2.cvtColor(x, cv2.COLOR_LAB2RGB))
+    fn = tf.function(lambda v: tf.concat([rgb_to_lab8(v), lab8_to_rgb(v)], axis=-1),
+                     input_signature=[tf.TensorSpec(x.shape, tf.uint8)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flat = converter.convert()
+    assert non_builtin_ops(flat) == []
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_array_equal(out[..., :3], cv2.cvtColor(x, cv2.COLOR_RGB2LAB))
+    np.testing.assert_array_equal(out[..., 3:], cv2.cvtColor(x, cv2.COLOR_LAB2RGB))
 
 
 def test_edge_hsv_differs_only_by_float_rounding(sample_images):

@@ -15,23 +15,20 @@ temperature and, when ``cfg.tta``, averaged over the 8 flips and 90-degree rotat
 numbers the SavedModel's ``serving_default`` returns for the same pixels. The input gate is not
 in the graph (its checks are in the metadata, as for the other TFLite files).
 
-The preprocessing is :mod:`all_tf.export.graph_preprocessing` with the pieces that have no
-TFLite builtin rewritten here (the same integer algorithms, OpenCV 4.x's 8-bit paths):
+The preprocessing is :func:`all_tf.export.graph_preprocessing.preprocess_resized_graph`, the
+SavedModel's own steps after its resize (built from TFLite builtin ops there), with
+``float64=False`` since TFLite has no float64. What this adds or changes:
 
-* 8-bit RGB <-> LAB: int32 instead of int64, floor division by powers of two instead of
-  ``RightShift``; bit-exact with ``cv2.cvtColor`` on all 2^24 inputs, like the originals.
-* CLAHE: per-tile histograms by ``unsorted_segment_sum`` instead of ``bincount``; bit-exact.
-* Label corner: the median from per-channel histograms (``unsorted_segment_sum``, ``cumsum``)
-  instead of ``boolean_mask`` + ``sort``; bit-exact.
 * Reinhard: the per-image mean and std in float32 from exact int32 sums of the pixels minus
-  their integer mean, instead of float64 (TFLite has no float64). The std then agrees with
-  float64's to about 1 ulp, so a value lands on the other side of a rounding boundary only
-  rarely: on all 2,701 all4 images at 128 and at 224 px and 400 synthetic images, one 224 px
-  image differed, in 501 of its 150,528 LAB values by one level; the rest were bit-exact.
-* Colour spaces: ``rgb`` and ``hed`` as in graph_preprocessing; ``hsv`` computes its hue
-  factor in float32 instead of float64 (at most 1.2e-7 on the shipped sample); ``lab`` as in
-  graph_preprocessing (exact CIE formulas, about 2e-3 from OpenCV's table).
+  their integer mean (at most 362 x 362 px). The std then agrees with float64's to about 1 ulp,
+  so a value lands on the other side of a rounding boundary only rarely: on all 2,701 all4
+  images at 128 and at 224 px and 400 synthetic images, one 224 px image differed, in 501 of
+  its 150,528 LAB values by one level; the rest were bit-exact.
+* ``hsv``: the hue factor in float32 (at most 1.2e-7 from OpenCV's double on the shipped
+  sample). LAB both ways, CLAHE and the label corner are bit-exact, as in the SavedModel.
 * No resizing: the input is already S x S.
+* Test-time augmentation and the temperature in the graph, and the check that the converted
+  file holds builtin ops only.
 
 The converter records ``min_runtime_version`` 2.10.0 for these files (LiteRT/TFLite runtimes
 from 2.10 on); :func:`min_runtime_version` reads it and the metadata stores it.
@@ -49,212 +46,19 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from all_tf.config import Config, PreprocessConfig
 from all_tf.export import graph_preprocessing as gp
-from all_tf.preprocessing.label_corner import label_box_mask
-from all_tf.preprocessing.reinhard import _MIN_STD, check_target
 
 EDGE_VARIANT = "edge"
 EDGE_SUFFIX = "edge_uint8"
 SIGNATURE = "serving_default"
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "probabilities"
-_F32 = np.float32
-
-
-# ----------------------------------------------------------------------------- 8-bit LAB
-def _descale(x: tf.Tensor, n: int) -> tf.Tensor:
-    # (x + 2^(n-1)) >> n; floor division by 2^n is the same for negative x too.
-    return tf.math.floordiv(x + (1 << (n - 1)), 1 << n)
-
-
-def _planes(x: tf.Tensor) -> list[tf.Tensor]:
-    """(..., 3) -> three int32 (...) planes (one transpose; slicing the last axis is slow in
-    LiteRT)."""
-    x = tf.cast(x, tf.int32)
-    perm = [x.shape.rank - 1] + list(range(x.shape.rank - 1))
-    return tf.unstack(tf.transpose(x, perm), axis=0)
-
-
-def _rgb_to_lab_planes(r: tf.Tensor, g: tf.Tensor, b: tf.Tensor) -> list[tf.Tensor]:
-    """int32 R, G, B planes in [0, 255] -> OpenCV 8-bit L, a, b planes (int32 in [0, 255])."""
-    t = gp._lab_tables()
-    gamma = tf.constant(t["gamma_b"], tf.int32)
-    r, g, b = (tf.gather(gamma, p) for p in (r, g, b))
-    c = t["xyz_coeffs"]
-    cbrt = tf.constant(t["cbrt_b"], tf.int32)
-    fx, fy, fz = (
-        tf.gather(cbrt, _descale(r * int(c[k, 0]) + g * int(c[k, 1]) + b * int(c[k, 2]), gp._LAB_SHIFT))
-        for k in range(3)
-    )
-    shift2 = gp._LAB_SHIFT2
-    lscale = (116 * 255 + 50) // 100
-    lshift = -((16 * 255 * (1 << shift2) + 50) // 100)
-    big = 128 * (1 << shift2)
-    L = _descale(lscale * fy + lshift, shift2)
-    a = _descale(500 * (fx - fy) + big, shift2)
-    bb = _descale(200 * (fy - fz) + big, shift2)
-    return [tf.clip_by_value(p, 0, 255) for p in (L, a, bb)]
-
-
-def _lab_to_rgb_planes(L: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> list[tf.Tensor]:
-    """int32 8-bit L, a, b planes -> R, G, B planes (int32 in [0, 255]), ``Lab2RGBinteger``.
-
-    Every intermediate fits in int32 for 8-bit input (largest magnitude about 4.1e8).
-    """
-    t = gp._lab_tables()
-    lut_base, min_ab = gp._LUT_BASE, gp._MIN_AB
-    y = tf.gather(tf.constant(t["y_tab"], tf.int32), L)
-    ify = tf.gather(tf.constant(t["fy_tab"], tf.int32), L)
-    adiv = tf.math.floordiv(5 * a * 53687 + (1 << 7), 1 << 13) - 128 * lut_base // 500
-    bdiv = tf.math.floordiv(b * 41943 + (1 << 4), 1 << 9) - 128 * lut_base // 200 + 1
-    ab_to_xz = tf.constant(t["ab_to_xz"], tf.int32)
-    x = tf.gather(ab_to_xz, ify + adiv - min_ab)
-    z = tf.gather(ab_to_xz, ify - bdiv - min_ab)
-    c = t["rgb_coeffs"]
-    inv_gamma = tf.constant(t["inv_gamma_b"], tf.int32)
-    out = []
-    for k in range(3):
-        v = _descale(int(c[k, 0]) * x + int(c[k, 1]) * y + int(c[k, 2]) * z, 14)
-        out.append(tf.gather(inv_gamma, tf.clip_by_value(v, 0, gp._INV_GAMMA_TAB_SIZE - 1)))
-    return [tf.clip_by_value(p, 0, 255) for p in out]
-
-
-def rgb_to_lab8_edge(rgb: tf.Tensor) -> tf.Tensor:
-    """RGB uint8 (..., 3) -> OpenCV 8-bit LAB uint8, int32 builtins only; bit-exact."""
-    return tf.cast(tf.stack(_rgb_to_lab_planes(*_planes(rgb)), axis=-1), tf.uint8)
-
-
-def lab8_to_rgb_edge(lab: tf.Tensor) -> tf.Tensor:
-    """OpenCV 8-bit LAB uint8 (..., 3) -> RGB uint8, int32 builtins only; bit-exact."""
-    return tf.cast(tf.stack(_lab_to_rgb_planes(*_planes(lab)), axis=-1), tf.uint8)
-
-
-# ----------------------------------------------------------------------------- CLAHE
-def clahe_uint8_edge(channel: tf.Tensor, clip_limit: float = 2.0, tile_grid: int = 8) -> tf.Tensor:
-    """:func:`all_tf.export.graph_preprocessing.clahe_uint8` with builtin ops; bit-exact.
-
-    Args:
-        channel: uint8 (H, W), static shape.
-        clip_limit: ``cv2.createCLAHE`` clip limit.
-        tile_grid: tiles per side.
-
-    Returns:
-        uint8 (H, W).
-    """
-    return tf.cast(_clahe_plane(tf.cast(channel, tf.int32), clip_limit, tile_grid), tf.uint8)
-
-
-def _clahe_plane(v: tf.Tensor, clip_limit: float, tile_grid: int) -> tf.Tensor:
-    """CLAHE of an int32 (H, W) plane in [0, 255] (static shape) -> int32 (H, W)."""
-    height, width = (int(d) for d in v.shape)
-    plan = gp._clahe_plan(height, width, int(tile_grid))
-    n_bins = int(tile_grid) * int(tile_grid) * 256
-    pad_h, pad_w = plan["pad"]
-    padded = tf.pad(v, [[0, pad_h], [0, pad_w]], mode="REFLECT") if pad_h or pad_w else v
-    ids = tf.reshape(tf.constant(plan["tile_of_pixel"]) * 256 + padded, [-1])
-    hist = tf.math.unsorted_segment_sum(tf.ones_like(ids), ids, n_bins)
-    hist = tf.reshape(hist, [-1, 256])
-    area = plan["area"]
-    limit = max(int(clip_limit * area / 256), 1)
-    excess = tf.reduce_sum(tf.maximum(hist - limit, 0), axis=1, keepdims=True)
-    hist = tf.minimum(hist, limit)
-    batch = tf.math.floordiv(excess, 256)
-    residual = excess - batch * 256
-    step = tf.maximum(tf.math.floordiv(256, tf.maximum(residual, 1)), 1)
-    i = tf.range(256, dtype=tf.int32)[None, :]
-    extra = tf.cast((residual > 0) & (tf.math.floormod(i, step) == 0)
-                    & (tf.math.floordiv(i, step) < residual), tf.int32)
-    hist = hist + batch + extra
-    cdf = tf.cast(tf.cumsum(hist, axis=1), tf.float32)
-    lut = tf.reshape(tf.clip_by_value(tf.round(cdf * _F32(255.0 / area)), 0.0, 255.0), [-1])
-    a = tf.gather(lut, tf.constant(plan["i11"]) + v)
-    b = tf.gather(lut, tf.constant(plan["i12"]) + v)
-    c = tf.gather(lut, tf.constant(plan["i21"]) + v)
-    d = tf.gather(lut, tf.constant(plan["i22"]) + v)
-    xa, ya = tf.constant(plan["xa"]), tf.constant(plan["ya"])
-    xa1, ya1 = 1.0 - xa, 1.0 - ya
-    res = (a * xa1 + b * xa) * ya1 + (c * xa1 + d * xa) * ya
-    return tf.cast(tf.clip_by_value(tf.round(res), 0.0, 255.0), tf.int32)
-
-
-# ----------------------------------------------------------------------------- Reinhard
-def reinhard_lab8_edge(lab: tf.Tensor, target: dict) -> tf.Tensor:
-    """Reinhard-normalise 8-bit LAB uint8 (H, W, 3) (static shape) to ``target``; uint8 LAB."""
-    return tf.cast(tf.stack(_reinhard_planes(_planes(lab), target), axis=-1), tf.uint8)
-
-
-def _reinhard_planes(planes: list[tf.Tensor], target: dict) -> list[tf.Tensor]:
-    """Reinhard on int32 L, a, b planes (H, W) in [0, 255] -> int32 planes, float32 only.
-
-    Per plane, the mean and std come from exact int32 sums of ``x - m0`` (m0 = the integer
-    mean), so only the last division and square root round in float32 (see the module
-    docstring).
-    """
-    t_mean, t_std = check_target(target)
-    n = int(np.prod(planes[0].shape))
-    if n * 128 * 128 >= 2**31:
-        raise ValueError(f"edge Reinhard sums overflow int32 above 362 x 362 px, got {n} px")
-    out = []
-    for k, x in enumerate(planes):
-        m0 = tf.math.floordiv(tf.reduce_sum(x), n)  # exact
-        d = x - m0
-        d_mean = tf.cast(tf.reduce_sum(d), tf.float32) / _F32(n)  # in [0, 1)
-        d_sq = tf.cast(tf.reduce_sum(d * d), tf.float32) / _F32(n)
-        mean = tf.cast(m0, tf.float32) + d_mean
-        std = tf.sqrt(tf.maximum(d_sq - d_mean * d_mean, 0.0))
-        scale = _F32(t_std[k]) / tf.maximum(std, _F32(_MIN_STD))
-        offset = _F32(t_mean[k]) - mean * scale
-        y = tf.cast(x, tf.float32) * scale + offset
-        out.append(tf.cast(tf.floor(tf.clip_by_value(y + 0.5, 0.0, 255.0)), tf.int32))
-    return out
-
-
-# ----------------------------------------------------------------------------- label corner
-def mask_label_corner_edge(rgb: tf.Tensor) -> tf.Tensor:
-    """:func:`all_tf.preprocessing.label_corner.mask_label_corner` for uint8 (S, S, 3) with
-    a static shape; bit-exact.
-
-    The per-channel median of the pixels outside the box is read from their histograms
-    (one ``unsorted_segment_sum`` weighted by the constant outside mask, then ``cumsum``):
-    the j-th smallest value is the number of levels whose cumulative count is <= j.
-    """
-    inside = label_box_mask(tuple(rgb.shape))
-    n = int((~inside).sum())
-    keep = np.broadcast_to((~inside)[..., None], rgb.shape).astype(np.int32)
-    x = tf.cast(rgb, tf.int32)
-    ids = tf.reshape(x + tf.constant([0, 256, 512], tf.int32), [-1])
-    hist = tf.math.unsorted_segment_sum(tf.constant(keep.reshape(-1)), ids, 3 * 256)
-    cdf = tf.cumsum(tf.reshape(hist, [3, 256]), axis=1)
-
-    def ranked(j: int) -> tf.Tensor:  # (3,) the j-th smallest value per channel (0-based)
-        return tf.reduce_sum(tf.cast(cdf <= j, tf.int32), axis=1)
-
-    if n % 2:
-        median = ranked(n // 2)
-    else:
-        median = tf.math.floordiv(ranked(n // 2 - 1) + ranked(n // 2), 2)
-    keep_px = tf.constant((~inside).astype(np.int32)[..., None])  # (S, S, 1)
-    return tf.cast(x * keep_px + median * (1 - keep_px), tf.uint8)
 
 
 # ----------------------------------------------------------------------------- pipeline
-def _rgb01_to_hsv_f32(rgb: tf.Tensor) -> tf.Tensor:
-    eps = np.finfo(_F32).eps
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = tf.maximum(tf.maximum(r, g), b)
-    diff = v - tf.minimum(tf.minimum(r, g), b)
-    s = diff / (tf.abs(v) + eps)
-    k = 60.0 / (diff + eps)
-    h = tf.where(tf.equal(v, r), (g - b) * k,
-                 tf.where(tf.equal(v, g), (b - r) * k + 120.0, (r - g) * k + 240.0))
-    h = tf.where(h < 0, h + 360.0, h)
-    return tf.stack([h, s, v], axis=-1)
-
-
 def preprocess_edge(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
     """The model input of one image already at model size, with TFLite builtin ops only.
 
@@ -271,22 +75,7 @@ def preprocess_edge(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
         raise ValueError(f"edge preprocessing takes ({size}, {size}, 3), got {tuple(rgb.shape)}")
     if cfg.input_mode != "image":
         raise ValueError("the edge file is for whole-field models (input_mode='image')")
-    x = tf.cast(rgb, tf.uint8)
-    if cfg.mask_label_corner:
-        x = mask_label_corner_edge(x)
-    planes = _planes(x)  # int32 R, G, B (S, S)
-    use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
-    if cfg.clahe or use_reinhard:
-        lab = _rgb_to_lab_planes(*planes)
-        if cfg.clahe:
-            lab[0] = _clahe_plane(lab[0], cfg.clahe_clip_limit, cfg.clahe_tile_grid)
-        if use_reinhard:
-            lab = _reinhard_planes(lab, cfg.reinhard_target)
-        planes = _lab_to_rgb_planes(*lab)
-    rgb01 = tf.stack([tf.cast(p, tf.float32) for p in planes], axis=-1) * _F32(1.0 / 255.0)
-    if cfg.colour_space == "hsv":
-        return gp._map_range(_rgb01_to_hsv_f32(rgb01), "hsv")
-    return gp.to_colour_space_graph(rgb01, cfg.colour_space)
+    return gp.preprocess_resized_graph(tf.cast(rgb, tf.uint8), cfg, float64=False)
 
 
 def edge_probabilities(model, rgb: tf.Tensor, cfg: Config, tta: bool | None = None) -> tf.Tensor:

@@ -3,7 +3,11 @@
 A SavedModel that takes encoded image bytes must resize, equalise, normalise and convert colour
 inside the graph, with no Python or OpenCV. This module re-implements each OpenCV step with
 TensorFlow ops, following OpenCV 4.x's own 8-bit algorithms so the served model sees the same
-pixels as the trained one:
+pixels as the trained one. After the resize, every step is built from ops that have TFLite
+builtin kernels -- int32 arithmetic with floor division by powers of two (no int64 or
+``RightShift``), ``gather`` on constant tables, histograms by ``unsorted_segment_sum`` (no
+``bincount`` or ``sort``) -- so the edge TFLite file (:mod:`all_tf.export.edge`) runs these same
+functions; ``float64=False`` leaves out the two float64 steps TFLite cannot run.
 
 * 8-bit RGB -> LAB: OpenCV's fixed-point path (sRGB gamma table, 12-bit matrix, cube-root
   table); bit-exact with ``cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)`` on all 2^24 colours.
@@ -12,15 +16,18 @@ pixels as the trained one:
 * CLAHE: ``cv2.createCLAHE(clip, (n, n)).apply`` -- reflect-101 padding to whole tiles, per-tile
   histograms, integer clip limit and redistribution (batch + residual step), rounded CDF lookup
   tables, bilinear interpolation between the four nearest tile mappings; bit-exact.
-* Reinhard: per-image mean/std (float64, as ``cv2.meanStdDev``) and the same float32
-  multiply-add and rounding as :func:`all_tf.preprocessing.reinhard.reinhard_lab`.
-* Colour spaces: ``rgb`` exact; ``hsv`` follows OpenCV's float formula; ``lab`` uses the exact
-  CIE formulas (OpenCV's float path interpolates a 33^3 table, so it differs slightly);
-  ``hed`` follows ``skimage.color.rgb2hed``.
-* Label corner: the same median fill, bit-exact.
+* Label corner: the same median fill, the median read from per-channel histograms; bit-exact.
+* Reinhard: per-image mean/std (float64, as ``cv2.meanStdDev``; float32 with ``float64=False``)
+  and the same float32 multiply-add and rounding as
+  :func:`all_tf.preprocessing.reinhard.reinhard_lab`.
+* Colour spaces: ``rgb`` exact; ``hsv`` follows OpenCV's float formula (its hue factor in
+  float64 as OpenCV, float32 with ``float64=False``); ``lab`` uses the exact CIE formulas
+  (OpenCV's float path interpolates a 33^3 table, so it differs slightly); ``hed`` follows
+  ``skimage.color.rgb2hed``.
 * Resize: ``tf.image.resize`` (``area`` when shrinking both sides, else ``bilinear``), rounded
   to uint8 -- not bit-exact with ``cv2.resize`` (fixed-point weights), off by at most a few
-  levels. The shipped data are already at model size, where resizing is the identity.
+  levels. The shipped data are already at model size, where resizing is the identity. It
+  takes any image size and gives the static S x S that CLAHE and the label corner need.
 
 The measured differences to the OpenCV pipeline are in ``tests/test_export.py`` and
 docs/deployment.md.
@@ -72,7 +79,8 @@ def _srgb_gamma(x: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _lab_tables() -> dict[str, np.ndarray]:
-    """OpenCV's 8-bit LAB tables, rebuilt in numpy (float32 where OpenCV uses softfloat)."""
+    """OpenCV's 8-bit LAB tables, rebuilt in numpy (float32 where OpenCV uses softfloat);
+    int32, like every integer the conversions compute."""
     i256 = np.arange(256)
     gamma_b = np.rint(255.0 * (1 << _GAMMA_SHIFT) * _srgb_gamma(i256 / 255.0)).astype(np.int32)
     n_cbrt = 256 * 3 // 2 * (1 << _GAMMA_SHIFT)
@@ -102,7 +110,7 @@ def _lab_tables() -> dict[str, np.ndarray]:
     ).astype(_F32)
     inv_gamma_b = np.rint(_F32(255) * inv_gamma).astype(np.int64)
     rgb_coeffs = np.rint((1 << _LAB_SHIFT) * _XYZ2RGB * _D65[None, :]).astype(np.int64)
-    return {
+    tables = {
         "gamma_b": gamma_b,
         "cbrt_b": cbrt_b,
         "xyz_coeffs": xyz_coeffs,
@@ -112,18 +120,28 @@ def _lab_tables() -> dict[str, np.ndarray]:
         "inv_gamma_b": inv_gamma_b,
         "rgb_coeffs": rgb_coeffs,
     }
+    return {k: v.astype(np.int32) for k, v in tables.items()}
 
 
 def _descale(x: tf.Tensor, n: int) -> tf.Tensor:
-    return tf.bitwise.right_shift(x + (1 << (n - 1)), n)
+    # (x + 2^(n-1)) >> n; floor division by 2^n is the same for negative x too.
+    return tf.math.floordiv(x + (1 << (n - 1)), 1 << n)
 
 
-def rgb_to_lab8(rgb: tf.Tensor) -> tf.Tensor:
-    """RGB uint8 (..., 3) -> OpenCV 8-bit LAB uint8 (L*255/100, a+128, b+128), bit-exact."""
+def _planes(x: tf.Tensor) -> list[tf.Tensor]:
+    """(..., 3) -> three int32 (...) planes (one transpose; slicing the last axis is slow in
+    LiteRT)."""
+    x = tf.cast(x, tf.int32)
+    perm = [x.shape.rank - 1] + list(range(x.shape.rank - 1))
+    return tf.unstack(tf.transpose(x, perm), axis=0)
+
+
+def _rgb_to_lab_planes(r: tf.Tensor, g: tf.Tensor, b: tf.Tensor) -> list[tf.Tensor]:
+    """int32 R, G, B planes in [0, 255] -> OpenCV 8-bit L, a, b planes (int32 in [0, 255])."""
     t = _lab_tables()
-    lin = tf.gather(tf.constant(t["gamma_b"]), tf.cast(rgb, tf.int32))  # (..., 3)
+    gamma = tf.constant(t["gamma_b"])
+    r, g, b = (tf.gather(gamma, p) for p in (r, g, b))
     c = t["xyz_coeffs"]
-    r, g, b = lin[..., 0], lin[..., 1], lin[..., 2]
     cbrt = tf.constant(t["cbrt_b"])
     fx, fy, fz = (
         tf.gather(cbrt, _descale(r * int(c[k, 0]) + g * int(c[k, 1]) + b * int(c[k, 2]), _LAB_SHIFT))
@@ -135,18 +153,19 @@ def rgb_to_lab8(rgb: tf.Tensor) -> tf.Tensor:
     L = _descale(lscale * fy + lshift, _LAB_SHIFT2)
     a = _descale(500 * (fx - fy) + big, _LAB_SHIFT2)
     bb = _descale(200 * (fy - fz) + big, _LAB_SHIFT2)
-    return tf.cast(tf.clip_by_value(tf.stack([L, a, bb], axis=-1), 0, 255), tf.uint8)
+    return [tf.clip_by_value(p, 0, 255) for p in (L, a, bb)]
 
 
-def lab8_to_rgb(lab: tf.Tensor) -> tf.Tensor:
-    """OpenCV 8-bit LAB uint8 (..., 3) -> RGB uint8, bit-exact with ``cv2.COLOR_LAB2RGB``."""
+def _lab_to_rgb_planes(L: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> list[tf.Tensor]:
+    """int32 8-bit L, a, b planes -> R, G, B planes (int32 in [0, 255]), ``Lab2RGBinteger``.
+
+    Every intermediate fits in int32 for 8-bit input (largest magnitude about 4.1e8).
+    """
     t = _lab_tables()
-    lab = tf.cast(lab, tf.int64)
-    L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     y = tf.gather(tf.constant(t["y_tab"]), L)
     ify = tf.gather(tf.constant(t["fy_tab"]), L)
-    adiv = tf.bitwise.right_shift(5 * a * 53687 + (1 << 7), 13) - 128 * _LUT_BASE // 500
-    bdiv = tf.bitwise.right_shift(b * 41943 + (1 << 4), 9) - 128 * _LUT_BASE // 200 + 1
+    adiv = tf.math.floordiv(5 * a * 53687 + (1 << 7), 1 << 13) - 128 * _LUT_BASE // 500
+    bdiv = tf.math.floordiv(b * 41943 + (1 << 4), 1 << 9) - 128 * _LUT_BASE // 200 + 1
     ab_to_xz = tf.constant(t["ab_to_xz"])
     x = tf.gather(ab_to_xz, ify + adiv - _MIN_AB)
     z = tf.gather(ab_to_xz, ify - bdiv - _MIN_AB)
@@ -156,7 +175,17 @@ def lab8_to_rgb(lab: tf.Tensor) -> tf.Tensor:
     for k in range(3):
         v = _descale(int(c[k, 0]) * x + int(c[k, 1]) * y + int(c[k, 2]) * z, 14)
         out.append(tf.gather(inv_gamma, tf.clip_by_value(v, 0, _INV_GAMMA_TAB_SIZE - 1)))
-    return tf.cast(tf.clip_by_value(tf.stack(out, axis=-1), 0, 255), tf.uint8)
+    return [tf.clip_by_value(p, 0, 255) for p in out]
+
+
+def rgb_to_lab8(rgb: tf.Tensor) -> tf.Tensor:
+    """RGB uint8 (..., 3) -> OpenCV 8-bit LAB uint8 (L*255/100, a+128, b+128), bit-exact."""
+    return tf.cast(tf.stack(_rgb_to_lab_planes(*_planes(rgb)), axis=-1), tf.uint8)
+
+
+def lab8_to_rgb(lab: tf.Tensor) -> tf.Tensor:
+    """OpenCV 8-bit LAB uint8 (..., 3) -> RGB uint8, bit-exact with ``cv2.COLOR_LAB2RGB``."""
+    return tf.cast(tf.stack(_lab_to_rgb_planes(*_planes(lab)), axis=-1), tf.uint8)
 
 
 # ----------------------------------------------------------------------------- CLAHE
@@ -199,27 +228,32 @@ def clahe_uint8(channel: tf.Tensor, clip_limit: float = 2.0, tile_grid: int = 8)
     Returns:
         uint8 (H, W).
     """
-    height, width = (int(d) for d in channel.shape)
+    return tf.cast(_clahe_plane(tf.cast(channel, tf.int32), clip_limit, tile_grid), tf.uint8)
+
+
+def _clahe_plane(v: tf.Tensor, clip_limit: float, tile_grid: int) -> tf.Tensor:
+    """CLAHE of an int32 (H, W) plane in [0, 255] (static shape) -> int32 (H, W)."""
+    height, width = (int(d) for d in v.shape)
     plan = _clahe_plan(height, width, int(tile_grid))
-    n_tiles = tile_grid * tile_grid
-    v = tf.cast(channel, tf.int32)
+    n_bins = int(tile_grid) * int(tile_grid) * 256
     pad_h, pad_w = plan["pad"]
     padded = tf.pad(v, [[0, pad_h], [0, pad_w]], mode="REFLECT") if pad_h or pad_w else v
     ids = tf.reshape(tf.constant(plan["tile_of_pixel"]) * 256 + padded, [-1])
-    hist = tf.reshape(tf.math.bincount(ids, minlength=n_tiles * 256, maxlength=n_tiles * 256), [n_tiles, 256])
+    hist = tf.math.unsorted_segment_sum(tf.ones_like(ids), ids, n_bins)
+    hist = tf.reshape(hist, [-1, 256])
     area = plan["area"]
     limit = max(int(clip_limit * area / 256), 1)
     excess = tf.reduce_sum(tf.maximum(hist - limit, 0), axis=1, keepdims=True)
     hist = tf.minimum(hist, limit)
-    batch = excess // 256
+    batch = tf.math.floordiv(excess, 256)
     residual = excess - batch * 256
-    step = tf.maximum(256 // tf.maximum(residual, 1), 1)
+    step = tf.maximum(tf.math.floordiv(256, tf.maximum(residual, 1)), 1)
     i = tf.range(256, dtype=tf.int32)[None, :]
-    extra = tf.cast((residual > 0) & (i % step == 0) & (i // step < residual), tf.int32)
+    extra = tf.cast((residual > 0) & (tf.math.floormod(i, step) == 0)
+                    & (tf.math.floordiv(i, step) < residual), tf.int32)
     hist = hist + batch + extra
     cdf = tf.cast(tf.cumsum(hist, axis=1), tf.float32)
-    lut = tf.clip_by_value(tf.round(cdf * _F32(255.0 / area)), 0.0, 255.0)
-    lut = tf.reshape(lut, [-1])
+    lut = tf.reshape(tf.clip_by_value(tf.round(cdf * _F32(255.0 / area)), 0.0, 255.0), [-1])
     a = tf.gather(lut, tf.constant(plan["i11"]) + v)
     b = tf.gather(lut, tf.constant(plan["i12"]) + v)
     c = tf.gather(lut, tf.constant(plan["i21"]) + v)
@@ -227,22 +261,54 @@ def clahe_uint8(channel: tf.Tensor, clip_limit: float = 2.0, tile_grid: int = 8)
     xa, ya = tf.constant(plan["xa"]), tf.constant(plan["ya"])
     xa1, ya1 = 1.0 - xa, 1.0 - ya
     res = (a * xa1 + b * xa) * ya1 + (c * xa1 + d * xa) * ya
-    return tf.cast(tf.clip_by_value(tf.round(res), 0.0, 255.0), tf.uint8)
+    return tf.cast(tf.clip_by_value(tf.round(res), 0.0, 255.0), tf.int32)
 
 
 # ----------------------------------------------------------------------------- Reinhard
-def reinhard_lab8(lab: tf.Tensor, target: dict) -> tf.Tensor:
-    """Reinhard-normalise an 8-bit LAB image (H, W, 3) uint8 to ``target``; uint8 LAB."""
+def reinhard_lab8(lab: tf.Tensor, target: dict, float64: bool = True) -> tf.Tensor:
+    """Reinhard-normalise an 8-bit LAB image (H, W, 3) uint8 to ``target``; uint8 LAB.
+
+    ``float64=False`` computes the statistics in float32 (for TFLite; static H x W at most
+    362 x 362 px), see :func:`_mean_std`.
+    """
+    return tf.cast(tf.stack(_reinhard_planes(_planes(lab), target, float64), axis=-1), tf.uint8)
+
+
+def _reinhard_planes(planes: list[tf.Tensor], target: dict, float64: bool) -> list[tf.Tensor]:
+    """Reinhard on int32 L, a, b planes (H, W) in [0, 255] -> int32 planes."""
     t_mean, t_std = check_target(target)
-    x = tf.cast(tf.reshape(lab, [-1, 3]), tf.int64)
-    n = tf.cast(tf.shape(x)[0], tf.float64)
-    mean = tf.cast(tf.reduce_sum(x, axis=0), tf.float64) / n
-    sqmean = tf.cast(tf.reduce_sum(x * x, axis=0), tf.float64) / n
-    std = tf.sqrt(tf.maximum(sqmean - mean * mean, 0.0))
-    scale = tf.constant(t_std) / tf.cast(tf.maximum(std, _MIN_STD), tf.float32)
-    offset = tf.constant(t_mean) - tf.cast(mean, tf.float32) * scale
-    out = tf.cast(lab, tf.float32) * scale + offset
-    return tf.cast(tf.floor(tf.clip_by_value(out + 0.5, 0.0, 255.0)), tf.uint8)
+    out = []
+    for k, x in enumerate(planes):
+        mean, std = _mean_std(x, float64)
+        scale = _F32(t_std[k]) / tf.maximum(std, _F32(_MIN_STD))
+        offset = _F32(t_mean[k]) - mean * scale
+        y = tf.cast(x, tf.float32) * scale + offset
+        out.append(tf.cast(tf.floor(tf.clip_by_value(y + 0.5, 0.0, 255.0)), tf.int32))
+    return out
+
+
+def _mean_std(x: tf.Tensor, float64: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """float32 mean and std of an int32 plane in [0, 255].
+
+    float64: as ``cv2.meanStdDev`` (exact sums, float64 mean and variance). Otherwise float32
+    only, for TFLite (no float64): exact int32 sums of ``x - m0`` (m0 = the integer mean), so
+    only the last division and square root round; the std agrees with float64's to about 1 ulp
+    (measured effect in :mod:`all_tf.export.edge`).
+    """
+    if float64:
+        x = tf.cast(x, tf.float64)  # the sums of squares stay exact below 2^53
+        n = tf.cast(tf.size(x), tf.float64)
+        mean = tf.reduce_sum(x) / n
+        std = tf.sqrt(tf.maximum(tf.reduce_sum(x * x) / n - mean * mean, 0.0))
+        return tf.cast(mean, tf.float32), tf.cast(std, tf.float32)
+    n = x.shape.num_elements()
+    if n is None or n * 128 * 128 >= 2**31:
+        raise ValueError(f"float32 Reinhard needs a static size up to 362 x 362 px, got {x.shape}")
+    m0 = tf.math.floordiv(tf.reduce_sum(x), n)  # exact
+    d = x - m0
+    d_mean = tf.cast(tf.reduce_sum(d), tf.float32) / _F32(n)  # in [0, 1)
+    d_sq = tf.cast(tf.reduce_sum(d * d), tf.float32) / _F32(n)
+    return tf.cast(m0, tf.float32) + d_mean, tf.sqrt(tf.maximum(d_sq - d_mean * d_mean, 0.0))
 
 
 # ----------------------------------------------------------------------------- colour spaces
@@ -252,15 +318,19 @@ def _map_range(native: tf.Tensor, space: str) -> tf.Tensor:
     return tf.clip_by_value((native - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _rgb01_to_hsv(rgb: tf.Tensor) -> tf.Tensor:
-    # OpenCV's float RGB2HSV: H in degrees [0, 360), S = (V - min) / (V + eps), V = max.
+def _rgb01_to_hsv(rgb: tf.Tensor, float64: bool = True) -> tf.Tensor:
+    # OpenCV's float RGB2HSV: H in degrees [0, 360), S = (V - min) / (V + eps), V = max. The
+    # hue factor 60 / (diff + eps) is a double in OpenCV; float32 (for TFLite) is within 1.2e-7.
     eps = np.finfo(_F32).eps
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     v = tf.maximum(tf.maximum(r, g), b)
     vmin = tf.minimum(tf.minimum(r, g), b)
     diff = v - vmin
     s = diff / (tf.abs(v) + eps)
-    k = tf.cast(60.0 / (tf.cast(diff, tf.float64) + float(eps)), tf.float32)
+    if float64:
+        k = tf.cast(60.0 / (tf.cast(diff, tf.float64) + float(eps)), tf.float32)
+    else:
+        k = 60.0 / (diff + eps)
     h = tf.where(
         tf.equal(v, r), (g - b) * k, tf.where(tf.equal(v, g), (b - r) * k + 120.0, (r - g) * k + 240.0)
     )
@@ -290,12 +360,13 @@ def _rgb01_to_hed(rgb: tf.Tensor) -> tf.Tensor:
     return tf.maximum(stains, 0.0)
 
 
-def to_colour_space_graph(rgb01: tf.Tensor, space: str) -> tf.Tensor:
-    """RGB float32 (..., 3) in [0, 1] -> ``space`` mapped to [0, 1] by the fixed ranges."""
+def to_colour_space_graph(rgb01: tf.Tensor, space: str, float64: bool = True) -> tf.Tensor:
+    """RGB float32 (..., 3) in [0, 1] -> ``space`` mapped to [0, 1] by the fixed ranges
+    (``float64=False``: no float64 op, for TFLite; see :func:`_rgb01_to_hsv`)."""
     if space == "rgb":
         return tf.clip_by_value(rgb01, 0.0, 1.0)
     if space == "hsv":
-        return _map_range(_rgb01_to_hsv(rgb01), space)
+        return _map_range(_rgb01_to_hsv(rgb01, float64), space)
     if space == "lab":
         return _map_range(_rgb01_to_lab(rgb01), space)
     if space == "hed":
@@ -331,13 +402,29 @@ def resize_uint8(rgb: tf.Tensor, size: int) -> tf.Tensor:
 
 def mask_label_corner_graph(rgb: tf.Tensor) -> tf.Tensor:
     """In-graph :func:`all_tf.preprocessing.label_corner.mask_label_corner` for uint8
-    (S, S, 3) with a static S; bit-exact (integer median, a half rounds down)."""
+    (S, S, 3) with a static S; bit-exact (integer median, a half rounds down).
+
+    The per-channel median of the pixels outside the box is read from their histograms
+    (one ``unsorted_segment_sum`` weighted by the constant outside mask, then ``cumsum``):
+    the j-th smallest value is the number of levels whose cumulative count is <= j.
+    """
     inside = label_box_mask(tuple(rgb.shape))
-    outside = tf.cast(tf.boolean_mask(rgb, tf.constant(~inside)), tf.int32)  # (n, 3)
-    ranked = tf.sort(outside, axis=0)
     n = int((~inside).sum())
-    median = ranked[n // 2] if n % 2 else (ranked[n // 2 - 1] + ranked[n // 2]) // 2
-    return tf.where(tf.constant(inside)[..., None], tf.cast(median, rgb.dtype), rgb)
+    keep = np.broadcast_to((~inside)[..., None], rgb.shape).astype(np.int32)
+    x = tf.cast(rgb, tf.int32)
+    ids = tf.reshape(x + tf.constant([0, 256, 512], tf.int32), [-1])
+    hist = tf.math.unsorted_segment_sum(tf.constant(keep.reshape(-1)), ids, 3 * 256)
+    cdf = tf.cumsum(tf.reshape(hist, [3, 256]), axis=1)
+
+    def ranked(j: int) -> tf.Tensor:  # (3,) the j-th smallest value per channel (0-based)
+        return tf.reduce_sum(tf.cast(cdf <= j, tf.int32), axis=1)
+
+    if n % 2:
+        median = ranked(n // 2)
+    else:
+        median = tf.math.floordiv(ranked(n // 2 - 1) + ranked(n // 2), 2)
+    keep_px = tf.constant((~inside).astype(np.int32)[..., None])  # (S, S, 1)
+    return tf.cast(x * keep_px + median * (1 - keep_px), tf.uint8)
 
 
 def preprocess_graph(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
@@ -351,20 +438,28 @@ def preprocess_graph(rgb: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
         float32 (S, S, 3) in [0, 1], S = ``cfg.image_size``.
     """
     size = int(cfg.image_size)
-    x = resize_uint8(rgb, size)
+    x = preprocess_resized_graph(resize_uint8(rgb, size), cfg)
+    return tf.ensure_shape(x, [size, size, 3])
+
+
+def preprocess_resized_graph(rgb: tf.Tensor, cfg: PreprocessConfig,
+                             float64: bool = True) -> tf.Tensor:
+    """:func:`preprocess_graph` after the resize: uint8 (S, S, 3), static S, -> float32
+    (S, S, 3) in [0, 1]. ``float64=False`` builds no float64 op (for TFLite): the Reinhard
+    statistics and the HSV hue factor are then float32 (see :func:`_mean_std`)."""
+    x = rgb
     if cfg.mask_label_corner:
         x = mask_label_corner_graph(x)
     use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
     if cfg.clahe or use_reinhard:
-        lab = rgb_to_lab8(x)
+        lab = _rgb_to_lab_planes(*_planes(x))
         if cfg.clahe:
-            L = clahe_uint8(lab[..., 0], cfg.clahe_clip_limit, cfg.clahe_tile_grid)
-            lab = tf.concat([L[..., None], lab[..., 1:]], axis=-1)
+            lab[0] = _clahe_plane(lab[0], cfg.clahe_clip_limit, cfg.clahe_tile_grid)
         if use_reinhard:
-            lab = reinhard_lab8(lab, cfg.reinhard_target)
-        x = lab8_to_rgb(lab)
+            lab = _reinhard_planes(lab, cfg.reinhard_target, float64)
+        x = tf.stack(_lab_to_rgb_planes(*lab), axis=-1)
     rgb01 = tf.cast(x, tf.float32) * _F32(1.0 / 255.0)
-    return tf.ensure_shape(to_colour_space_graph(rgb01, cfg.colour_space), [size, size, 3])
+    return to_colour_space_graph(rgb01, cfg.colour_space, float64)
 
 
 def preprocess_batch_graph(images: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
