@@ -124,3 +124,51 @@ def test_a_csv_begun_before_a_column_existed_keeps_its_header(fake_train, tmp_pa
     assert row["run_id"] == "a" and "label_masked_accuracy" not in row
     append_result(tmp_path / "new.csv", {"run_id": "b", "label_masked_accuracy": 0.4})
     assert read_rows(tmp_path / "new.csv")[0]["label_masked_accuracy"] == "0.4"
+
+
+def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, monkeypatch):
+    """`all-tf protocol --splits contiguous` after training: pooled crossval.md / .json from
+    each fold's predictions.csv, with the colour baseline computed once and then read back."""
+    from all_tf.cli import protocol as command
+    from all_tf.data import SAMPLE_ALL4_DIR, assign_groups, make_split, scan_dataset
+    from all_tf.evaluation.predictions import write_predictions
+    from all_tf.experiments import audit
+
+    base = Config.preset("quick").override({
+        "data_dir": str(SAMPLE_ALL4_DIR), "model.name": "mobilenetv3small",
+        "split.kind": "contiguous", "split.n_folds": 3, "split.embargo": 0})
+    records = assign_groups(scan_dataset(SAMPLE_ALL4_DIR).records)
+    specs = []
+    for fold in range(3):
+        cfg = base.override({"split.fold": fold})
+        spec = RunSpec(f"mobilenetv3small_contiguous_f{fold}_s42", cfg)
+        split = make_split(records, cfg.split)
+        parts = {}
+        for part in ("val", "test"):
+            rs = getattr(split, part)
+            y = np.array([r.label for r in rs])
+            probs = np.full((len(rs), 4), 0.02)
+            probs[np.arange(len(rs)), (y + (np.arange(len(rs)) % 7 == 0)) % 4] = 0.94
+            parts[part] = (rs, y, probs, np.arange(len(rs)))
+        write_predictions(tmp_path / "runs" / spec.run_id / "predictions.csv", parts)
+        specs.append(spec)
+
+    command.write_crossval(tmp_path, specs, base, colour_baseline=True)
+    doc = json.loads((tmp_path / "crossval.json").read_text())
+    pooled = doc["recipes"]["mobilenetv3small s42"]["raw"]
+    assert pooled["n"] == 48  # every sample image tested once over the 3 folds
+    wrong = sum(((k % 7 == 0)) for fold in range(3)
+                for k in range(len(make_split(records, base.override(
+                    {"split.fold": fold}).split).test)))
+    assert pooled["accuracy"] == pytest.approx(1 - wrong / 48)
+    assert doc["colour_baseline"]["raw"]["n"] == 48
+    md = (tmp_path / "crossval.md").read_text()
+    assert "mobilenetv3small s42" in md and "colour" in md.lower() and "96.8 [95.5, 97.8]" in md
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cached colour baseline should be read back")
+
+    monkeypatch.setattr(audit, "colour_baseline_oof", refuse)
+    command.write_crossval(tmp_path, specs, base, colour_baseline=True)
+    again = json.loads((tmp_path / "crossval.json").read_text())
+    assert again["colour_baseline"] == doc["colour_baseline"]

@@ -38,7 +38,6 @@ SPACES = "rgb,hsv,lab,hed"
 def main(quick, config_file, data_dir, image_size, epochs, batch_size, mixed_precision, verbose,
          output_dir, model, spaces, split_kind, seeds, timing_images):
     """Compare input colour spaces: accuracy and speed (the paper's Table 4)."""
-    from all_tf.config import Config
     from all_tf.experiments.protocol import RunSpec, run_specs, split_tag, write_summary
     from all_tf.experiments.timing import measure_run_timing
 
@@ -51,12 +50,8 @@ def main(quick, config_file, data_dir, image_size, epochs, batch_size, mixed_pre
     try:
         for space in spaces:
             for seed in seeds:
-                cfg = Config.from_dict(base.to_dict())
-                cfg.model.name = model
-                cfg.split.seed = seed
-                cfg.split.kind = split_kind
-                cfg.preprocess.colour_space = space
-                cfg = Config.from_dict(cfg.to_dict())  # validates the space and split
+                cfg = base.override({"model.name": model, "split.seed": seed,
+                                     "split.kind": split_kind, "preprocess.colour_space": space})
                 specs.append(RunSpec(f"{model}_{space}_{split_tag(split_kind)}_s{seed}", cfg))
     except ValueError as e:
         fail(e)

@@ -54,7 +54,6 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
     Raises:
         ValueError: an invalid split kind or placement.
     """
-    from all_tf.config import Config
     from all_tf.experiments.protocol import RunSpec, split_tag
     from all_tf.models import CBAM_PLACEMENTS
 
@@ -71,16 +70,10 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
                 folds = range(base.split.n_folds) if split in FOLDED else [None]
                 for fold in folds:
                     for seed in seeds:
-                        cfg = Config.from_dict(base.to_dict())
-                        cfg.model.name = model
-                        cfg.model.cbam_placement = placement
-                        cfg.split.seed = seed
-                        cfg.split.kind = split
-                        part = split_tag(split)
-                        if fold is not None:
-                            cfg.split.fold = fold
-                            part += f"_f{fold}"
-                        cfg = Config.from_dict(cfg.to_dict())
+                        cfg = base.override({"model.name": model, "split.seed": seed,
+                                             "model.cbam_placement": placement,
+                                             "split.kind": split, "split.fold": fold})
+                        part = split_tag(split) + ("" if fold is None else f"_f{fold}")
                         columns = {"model": tag} if tag != model else {}
                         specs.append(RunSpec(f"{tag}_{part}_s{seed}", cfg, columns))
     return specs
@@ -224,7 +217,6 @@ def main(
 def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bool = False
                    ) -> Path:
     """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md."""
-    import json
 
     from all_tf.evaluation.crossval import (
         crossval_markdown,
@@ -232,7 +224,7 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
         write_json,
     )
     from all_tf.experiments.audit import colour_baseline_oof
-    from all_tf.io import atomic_write_text
+    from all_tf.io import atomic_write_text, cached_json
 
     groups: dict[str, list[Path]] = {}
     for spec in specs:
@@ -252,12 +244,8 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                 predictions=TTA_PREDICTIONS_FILE)
     colour = None
     if colour_baseline:
-        cached = output_dir / "colour_baseline_oof.json"
-        if cached.exists():
-            colour = json.loads(cached.read_text())
-        else:
-            colour = colour_baseline_oof(base.data_dir, base.split, block_size=base.split.block_size)
-            write_json(cached, colour)
+        colour = cached_json(output_dir / "colour_baseline_oof.json", lambda: colour_baseline_oof(
+            base.data_dir, base.split, block_size=base.split.block_size))
     write_json(output_dir / "crossval.json", {"recipes": results, "colour_baseline": colour})
     cfg = base.split
     text = (f"# Contiguous cross-validation\n\n{cfg.n_folds} contiguous folds per class, "
