@@ -25,6 +25,7 @@ InputMode = Literal["image", "crops"]
 SplitKind = Literal["70:30", "60:40", "kfold", "block", "contiguous"]
 CbamPlacement = Literal["stages", "every_block", "final", "none"]
 SegmentationMethod = Literal["otsu", "multiotsu", "fixed", "rgb"]
+MergeBridge = Literal["colour", "closing"]
 Strategy = Literal["default", "mirrored", "multi_worker"]
 LossSchedule = Literal["ce", "focal", "ce_then_focal"]
 Preset = Literal["quick", "paper", "scratch"]
@@ -34,6 +35,7 @@ INPUT_MODES = get_args(InputMode)
 SPLIT_KINDS = get_args(SplitKind)
 CBAM_PLACEMENTS = get_args(CbamPlacement)
 SEGMENTATION_METHODS = get_args(SegmentationMethod)
+MERGE_BRIDGES = get_args(MergeBridge)
 STRATEGIES = get_args(Strategy)
 LOSSES = get_args(LossSchedule)
 PRESETS = get_args(Preset)
@@ -45,7 +47,7 @@ UNCERTAINTY_THRESHOLD = 0.7
 _CHOICES = {name: get_args(alias) for name, alias in {
     "ColourSpace": ColourSpace, "InputMode": InputMode, "SplitKind": SplitKind,
     "CbamPlacement": CbamPlacement, "SegmentationMethod": SegmentationMethod,
-    "Strategy": Strategy, "LossSchedule": LossSchedule}.items()}
+    "MergeBridge": MergeBridge, "Strategy": Strategy, "LossSchedule": LossSchedule}.items()}
 
 
 def check_choices(section) -> None:
@@ -107,16 +109,29 @@ class AugmentConfig:
 
 @dataclass
 class SegmentationConfig:
-    """Nucleus segmentation by the purple index PI = (R+B)/2 - G on [0,1] RGB."""
+    """Nucleus segmentation by the purple index PI = (R+B)/2 - G on [0,1] RGB.
 
-    method: SegmentationMethod = "otsu"  # see all_tf.segmentation
+    The defaults are the best measured on segwbc (docs/benchmarks.md, "Nucleus segmentation"):
+    three-class Otsu, and fragments (lobes) of one nucleus joined into one object. The
+    ``paper`` preset sets the preprint's two-class Otsu without merging.
+    """
+
+    method: SegmentationMethod = "multiotsu"  # see all_tf.segmentation
     threshold: float = 0.2  # fixed PI threshold (paper: 0.1-0.3)
     opening_radius: int = 3
     min_object_px: int = 80
     smooth_sigma: float = 1.0
+    # join nucleus fragments closer than about twice this fraction of the largest nucleus's
+    # equivalent radius (a closing); 0 disables (all_tf.segmentation.merge_lobes)
+    merge_lobes: float = 0.5
+    # "colour": only through pixels of the raw colour threshold (touching cells stay apart);
+    # "closing": the closing fills every such gap
+    merge_bridge: MergeBridge = "colour"
 
     def __post_init__(self):
         check_choices(self)
+        if not self.merge_lobes >= 0:
+            raise ValueError(f"merge_lobes must be >= 0, got {self.merge_lobes}")
 
 
 @dataclass
@@ -215,14 +230,18 @@ class Config:
         """A named starting point (one of :data:`PRESETS`).
 
         ``paper``: the preprint's settings (224 px, 100 epochs, lr 3e-4, focal loss after 5
-        cross-entropy epochs). ``scratch``: the recipe measured to train EfficientNetV2-S +
+        cross-entropy epochs, two-class Otsu nucleus segmentation without lobe merging).
+        ``scratch``: the recipe measured to train EfficientNetV2-S +
         CBAM from random initialisation (batch 32, 60 epochs, peak lr 1e-3, cross-entropy
         throughout, bf16; 98.6-99.1 % at 224 px on a GPU, 97.98 ± 0.38 % over 3 seeds at
         ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny (64 px, 1 epoch), a
-        smoke test on the shipped sample, for the demo and tests.
+        smoke test on the shipped sample, for the demo and tests. ``scratch`` and ``quick``
+        keep the measured-best segmentation defaults (:class:`SegmentationConfig`).
         """
         cfg = cls()
         if name == "paper":
+            cfg.segmentation.method = "otsu"
+            cfg.segmentation.merge_lobes = 0.0
             return cfg
         if name == "scratch":
             cfg.train.batch_size = 32
@@ -309,8 +328,20 @@ def _build(klass, value: dict[str, Any]):
     return klass(**value)
 
 
+# the segmentation keys every config saved before lobe merging existed holds
+_SEGMENTATION_BEFORE_MERGE = {"method", "threshold", "opening_radius", "min_object_px",
+                              "smooth_sigma"}
+
+
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
-    """Configs saved before ``train.loss`` existed: infer it from the warm-up length."""
+    """Configs saved before ``train.loss`` existed: infer it from the warm-up length.
+    Configs saved before ``segmentation.merge_lobes`` existed (a full segmentation section
+    without it): ``merge_lobes`` 0, as they were segmented (a released model's gate keeps
+    the nucleus counts it was fitted on)."""
+    seg = d.get("segmentation")
+    if isinstance(seg, dict) and "merge_lobes" not in seg \
+            and _SEGMENTATION_BEFORE_MERGE <= set(seg):
+        d = {**d, "segmentation": {**seg, "merge_lobes": 0.0}}
     train = d.get("train")
     if isinstance(train, dict) and "loss" not in train:
         warmup = train.get("loss_warmup_epochs", TrainConfig.loss_warmup_epochs)

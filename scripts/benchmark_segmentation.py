@@ -1,16 +1,23 @@
 """Score nucleus segmentation against the expert masks of segwbc (mask value 255 = nucleus).
 
 For each dataset folder (dataset1, dataset2) and each method it reports the mean per-image
-Dice and IoU of the cleaned mask (``segment_nuclei``) and, for comparison, of the raw colour
-threshold before morphology. Methods: Otsu on the purple index, fixed PI thresholds
-(a sweep), and the per-channel RGB threshold.
+Dice and IoU of the cleaned mask (``clean_mask``, no lobe merging) and, for comparison, of the
+raw colour threshold before morphology. Methods: Otsu and three-class Otsu on the purple
+index, fixed PI thresholds (a sweep), and the per-channel RGB threshold. The best by mean
+Dice over the datasets is named (the ``SegmentationConfig.method`` default).
+
+A second table counts objects (8-connected components, what the input gate counts as
+nuclei) per image, with lobe merging off and on (``merge_lobes``): segwbc has exactly one
+white cell per image (the expert masks are counted too); ``--all4`` adds smear fields of
+several cells, which have no ground truth (the distribution only).
 
 Example:
-    python scripts/benchmark_segmentation.py --data ../shared/data/segwbc --out docs/seg.md
+    python scripts/benchmark_segmentation.py --data ../shared/data/segwbc -o docs/seg.md
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import time
@@ -22,6 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 NUCLEUS_VALUE = 255
+NEUTROPHIL = 1  # segwbc labels.csv class of the multi-lobed nuclei
+METHOD_LABELS = {"otsu": "Otsu-PI", "multiotsu": "3-class Otsu-PI", "rgb": "RGB threshold"}
 
 
 def find_pairs(root: Path) -> dict[str, list[tuple[Path, Path]]]:
@@ -56,6 +65,19 @@ def load_pairs(pairs):
         m = read_image(mask)[..., 0]
         truths.append(m == NUCLEUS_VALUE)
     return images, truths
+
+
+def load_labels(pairs) -> list[int | None]:
+    """segwbc class per image from ``<dataset>/labels.csv`` (None where there is none)."""
+    table: dict[Path, dict[int, int]] = {}
+    out = []
+    for img, _ in pairs:
+        path = img.parent.parent / "labels.csv"
+        if path not in table:
+            rows = list(csv.reader(path.open())) if path.is_file() else []
+            table[path] = {int(r[0]): int(r[1]) for r in rows[1:] if len(r) >= 2}
+        out.append(table[path].get(int(img.stem)) if img.stem.isdigit() else None)
+    return out
 
 
 def score(images, truths, mask_fn) -> tuple[float, float]:
@@ -124,6 +146,111 @@ def methods(thetas):
     return out
 
 
+def parse_merge(text: str) -> tuple[float, str]:
+    """``FRACTION:BRIDGE`` (e.g. ``0.5:colour``) -> (0.5, "colour")."""
+    from all_tf.config import MERGE_BRIDGES
+
+    fraction, _, bridge = text.partition(":")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = -1.0
+    if value <= 0 or bridge not in MERGE_BRIDGES:
+        raise click.BadParameter(
+            f"{text!r}: expected FRACTION:BRIDGE, FRACTION > 0, BRIDGE one of "
+            f"{', '.join(MERGE_BRIDGES)}"
+        )
+    return value, bridge
+
+
+def _distribution(counts: np.ndarray) -> str:
+    p10, p90 = np.percentile(counts, [10, 90])
+    return f"{counts.mean():.2f} | {p10:.0f}-{p90:.0f} | {100 * np.mean(counts == 1):.1f} %"
+
+
+def large_joins(before: np.ndarray, after: np.ndarray) -> int:
+    """Joins between objects of ``before`` that each have at least half the median object
+    area of the image, in ``after`` (a superset of ``before``): in a field of several cells,
+    mostly two cells' nuclei made one; in a single-cell image, lobes of similar size."""
+    import cv2
+
+    n0, lab0, stats, _ = cv2.connectedComponentsWithStats(before.astype(np.uint8),
+                                                          connectivity=8)
+    if n0 <= 2:
+        return 0
+    _, lab1 = cv2.connectedComponents(after.astype(np.uint8), connectivity=8)
+    group = np.zeros(n0, np.int64)
+    group[lab0[before]] = lab1[before]  # the merged object holding each object
+    area = stats[1:, cv2.CC_STAT_AREA]
+    large = group[1:][area >= 0.5 * np.median(area)]
+    return int(np.maximum(np.bincount(large) - 1, 0).sum())
+
+
+def components_lines(sets, seg_methods, merges) -> list[str]:
+    """Objects per image for each data set, method and merging (off, then ``merges``).
+
+    Args:
+        sets: [(name, images, truths or None, labels or None)].
+        seg_methods: segmentation methods (``SegmentationConfig.method`` values).
+        merges: [(fraction, bridge)] besides "off".
+    """
+    from all_tf.config import SegmentationConfig
+    from all_tf.segmentation import (
+        clean_mask,
+        count_objects,
+        dice_iou,
+        merge_lobes,
+        raw_nucleus_mask,
+    )
+
+    lines = [
+        "| data | images | method | merging | objects/image | 10th-90th pct | exactly 1 "
+        "| neutrophils: exactly 1 | large joins/image | Dice |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, images, truths, labels in sets:
+        neutro = (
+            np.array([lab == NEUTROPHIL for lab in labels])
+            if labels is not None and any(lab is not None for lab in labels)
+            else None
+        )
+
+        def row(method, merging, counts, joins, dice, name=name, images=images, neutro=neutro):
+            n1 = "–" if neutro is None or not neutro.any() else (
+                f"{100 * np.mean(counts[neutro] == 1):.1f} % ({int(neutro.sum())})")
+            j = "–" if joins is None else f"{np.mean(joins):.2f}"
+            d = "–" if dice is None else f"{dice:.3f}"
+            return (
+                f"| {name} | {len(images)} | {method} | {merging} | {_distribution(counts)} "
+                f"| {n1} | {j} | {d} |"
+            )
+
+        if truths is not None:
+            lines.append(row("expert masks", "–", np.array([count_objects(t) for t in truths]),
+                             None, None))
+        for method in seg_methods:
+            cfg = dataclasses.replace(SegmentationConfig(), method=method)
+            raws = [raw_nucleus_mask(rgb, cfg) for rgb in images]
+            cleaned = [
+                clean_mask(r, cfg.opening_radius, cfg.min_object_px, cfg.smooth_sigma)
+                for r in raws
+            ]
+            for fraction, bridge in [(0.0, "")] + list(merges):
+                masks = cleaned if fraction == 0 else [
+                    merge_lobes(m, fraction, r if bridge == "colour" else None)
+                    for m, r in zip(cleaned, raws, strict=True)
+                ]
+                counts = np.array([count_objects(m) for m in masks])
+                joins = None if fraction == 0 else [
+                    large_joins(c, m) for c, m in zip(cleaned, masks, strict=True)]
+                dice = None if truths is None else float(np.mean(
+                    [dice_iou(m, t)[0] for m, t in zip(masks, truths, strict=True)]))
+                merging = "off" if fraction == 0 else f"{fraction:g}, {bridge}"
+                lines.append(row(METHOD_LABELS.get(method, method), merging, counts, joins,
+                                 dice))
+    return lines
+
+
 @click.command()
 @click.option(
     "--data",
@@ -147,16 +274,43 @@ def methods(thetas):
     help="Also print colour statistics of the expert classes and the per-image Otsu thresholds.",
 )
 @click.option(
+    "--all4",
+    "all4_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Also count objects per field on these smear fields (<class>/*.jpg, *.png; "
+    "e.g. ../shared/data/all4).",
+)
+@click.option(
+    "--merge",
+    "merges",
+    multiple=True,
+    metavar="FRACTION:BRIDGE",
+    help="Lobe merging to count besides 'off' (repeatable; BRIDGE colour or closing). "
+    "Default: the SegmentationConfig default, 0.2:closing and closing at the default "
+    "fraction.",
+)
+@click.option(
+    "-o",
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the Markdown table here (atomically) as well as to stdout.",
+    help="Write the Markdown tables here (atomically) as well as to stdout.",
 )
-def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats, out):
-    """Mean Dice/IoU of nucleus masks per segwbc dataset and method."""
-    from all_tf.io import atomic_write_text
+def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats, all4_dir,
+         merges, out):
+    """Mean Dice/IoU of nucleus masks per segwbc dataset and method, and objects per white
+    cell with and without lobe merging."""
+    from all_tf.config import SegmentationConfig
+    from all_tf.io import atomic_write_text, read_image
     from all_tf.segmentation import clean_mask, raw_nucleus_mask
     from all_tf.segmentation.purple_index import RGB_TAUS, as_unit_rgb
+
+    default = SegmentationConfig()
+    defaults = [(default.merge_lobes, default.merge_bridge), (0.2, "closing"),
+                (default.merge_lobes, "closing")]
+    merge_list = [parse_merge(m) for m in merges] or [
+        m for m in dict.fromkeys(defaults) if m[0] > 0]
 
     thetas = np.round(np.arange(theta_min, theta_max + 1e-9, theta_step), 4)
     groups = find_pairs(data_dir)
@@ -166,10 +320,15 @@ def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     best = {}
+    mean_dice: dict[str, list[float]] = {}
+    method_of = {}
     t0 = time.perf_counter()
     for name, (images, truths) in data.items():
         rows = []
         for label, cfg in methods(thetas):
+            method_of[label] = (
+                f"fixed, threshold {cfg.threshold:.2f}" if cfg.method == "fixed" else cfg.method
+            )
 
             def cleaned(rgb, cfg=cfg):
                 return clean_mask(
@@ -182,6 +341,7 @@ def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats
             d, i = score(images, truths, cleaned)
             rd, ri = score(images, truths, lambda rgb, cfg=cfg: raw_nucleus_mask(rgb, cfg))
             rows.append((label, d, i, rd, ri))
+            mean_dice.setdefault(label, []).append(d)
         fixed = [r for r in rows if r[0].startswith("PI >")]
         best[name] = max(fixed, key=lambda r: r[1])
         for label, d, i, rd, ri in rows:
@@ -190,6 +350,13 @@ def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats
                 f"| {name} | {len(images)} | {label}{mark} | {d:.3f} | {i:.3f} | {rd:.3f} | {ri:.3f} |"
             )
     seconds = time.perf_counter() - t0
+    chosen = max(mean_dice, key=lambda k: np.mean(mean_dice[k]))
+    lines += [
+        "",
+        f"Best by mean Dice (cleaned) over the datasets: {chosen} "
+        f"(method {method_of[chosen]}, {np.mean(mean_dice[chosen]):.3f}); "
+        f"SegmentationConfig default: {default.method}.",
+    ]
     text = "\n".join(lines)
     if rgb_directions:
         dl = [
@@ -219,9 +386,29 @@ def main(data_dir, theta_min, theta_max, theta_step, rgb_directions, pixel_stats
         text += "\n" + "\n".join(dl)
     if pixel_stats:
         text += "\n" + "\n".join(stats_lines(data_dir, groups))
+    t1 = time.perf_counter()
+    sets = [
+        (name, images, truths, load_labels(groups[name]))
+        for name, (images, truths) in data.items()
+    ]
+    if all4_dir is not None:
+        fields = sorted(
+            p for p in all4_dir.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if not fields:
+            raise click.ClickException(f"{all4_dir}: no <class>/*.jpg or *.png fields found")
+        sets.append((all4_dir.name, [read_image(p) for p in fields], None, None))
+    seg_methods = list(dict.fromkeys([default.method, "otsu"]))
+    text += "\n\n" + "\n".join([
+        "Objects (8-connected components) per image, lobe merging off and on "
+        "(FRACTION, BRIDGE of merge_lobes):",
+        "",
+        *components_lines(sets, seg_methods, merge_list),
+    ])
     click.echo(text)
     click.echo(
-        f"\n({sum(len(v[0]) for v in data.values())} images, {seconds:.1f} s for the main table)"
+        f"\n({sum(len(v[0]) for v in data.values())} images, {seconds:.1f} s for the main table, "
+        f"{time.perf_counter() - t1:.1f} s for the objects table)"
     )
     if out:
         atomic_write_text(out, text + "\n")

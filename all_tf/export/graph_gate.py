@@ -3,7 +3,9 @@
 The serving graph computes the same image statistics on the decoded image (resized to
 ``GATE_SIZE``): brightness, saturation, focus, stain (LAB a*, b*) and the hue of the nuclei,
 alone and against the rest of the stained field; the nucleus count needs
-connected components, like the nucleus area, and both are left to the host (``python -m all_tf.predict``). The feature
+connected components and the lobe merging of ``segment_nuclei`` (a closing whose radius
+depends on the largest component), like the nucleus area, and both are left to the host
+(``python -m all_tf.predict``). The feature
 distance is computed from the model's pooled features. Small differences from the host
 statistics (integer rounding in OpenCV's colour conversions) are far inside the fitted margins.
 

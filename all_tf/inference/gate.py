@@ -89,9 +89,12 @@ def image_statistics(rgb: np.ndarray, seg_cfg=None) -> dict[str, float]:
         angle of their mean a*b* minus that of the next CONTRAST_SHARE most saturated pixels,
         cytoplasm and red cells: the direction in which nuclei differ from the rest of the
         stained field; NaN below MIN_CONTRAST), ``nuclei``
-        (purple-index nucleus components), ``nucleus_size`` (their mean area in pixels: a
-        single cell filling the frame is another magnification), all on the image resized to
-        GATE_SIZE x GATE_SIZE.
+        (purple-index nucleus objects of ``segment_nuclei(rgb, seg_cfg)``: one per white cell
+        when ``seg_cfg.merge_lobes`` joins the lobes of a nucleus), ``nucleus_size`` (their
+        mean area in pixels: a single cell filling the frame is another magnification), all
+        on the image resized to GATE_SIZE x GATE_SIZE. ``seg_cfg`` is the model's
+        segmentation (its ``config.json``), so the counts match those its bounds were
+        fitted on.
     """
     import cv2
 

@@ -44,6 +44,8 @@ def _comparable(d: dict) -> dict:
     d["train"].pop("strategy", None)  # the same run may resume on other hardware
     d.pop("temperature", None)  # fitted after training (python -m all_tf.calibrate)
     d.pop("tta", None)  # an inference setting
+    if d["preprocess"].get("input_mode") == "image":  # segmentation does not shape the
+        d["segmentation"] = {}  # inputs; a resumed run keeps the stored one (fit_run)
     return d
 
 
@@ -62,9 +64,9 @@ def prepare_output_dir(cfg: Config, out: Path) -> Config | None:
     stored = Config.load(stored_path)
     if _comparable(stored.to_dict()) != _comparable(cfg.to_dict()):
         a, b = _comparable(stored.to_dict()), _comparable(cfg.to_dict())
-        diffs = [f"{s}.{k}: {a[s][k]!r} -> {b[s][k]!r}" if isinstance(a[s], dict) else s
+        diffs = [f"{s}.{k}: {a[s][k]!r} -> {b[s].get(k)!r}" if isinstance(a[s], dict) else s
                  for s in a for k in (a[s] if isinstance(a[s], dict) else [None])
-                 if (a[s][k] if k else a[s]) != (b[s][k] if k else b[s])]
+                 if (a[s][k] if k else a[s]) != (b[s].get(k) if k else b[s])]
         raise RunError(f"{out} holds a run with a different config ({'; '.join(diffs)}); "
                        "use another --output-dir or the same settings to resume")
     return stored
@@ -170,6 +172,7 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     stored = prepare_output_dir(cfg, out)
     if stored is not None:
         cfg.preprocess.reinhard_target = stored.preprocess.reinhard_target
+        cfg.segmentation = stored.segmentation  # its gate statistics stay those it began with
 
     import keras
 
