@@ -196,7 +196,7 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
         The ``.tflite`` path.
     """
     from all_tf import CLASS_NAMES
-    from all_tf.export.tflite import io_details
+    from all_tf.export.tflite import gate_metadata, io_details
     from all_tf.inference.model_files import config_for_model, export_metadata, to_float32
     from all_tf.io import atomic_write_bytes, atomic_write_text
 
@@ -235,12 +235,7 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
                            + (" and averaged over the 8 flips and rotations" if tta else ""),
                 "read": "p = value"},
         source=source,
-        gate=None if gate is None else {
-            **gate.to_dict(), "ood": None,
-            "how": "statistics of the decoded RGB image resized to gate_size x gate_size "
-                   "(all_tf.inference.gate.image_statistics); the first check [statistic, "
-                   "0 = below low / 1 = above high, reason] that fails gives status "
-                   "rejected:<reason>"},
+        gate=gate_metadata(gate),
     )
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path

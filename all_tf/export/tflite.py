@@ -128,6 +128,17 @@ def convert(saved_model_dir: str, variant: str, calibration: np.ndarray | None =
     return converter.convert()
 
 
+def gate_metadata(gate) -> dict | None:
+    """The input gate's checks as TFLite metadata (an app applies them; no feature distance)."""
+    if gate is None:
+        return None
+    return {**gate.to_dict(), "ood": None,
+            "how": "statistics of the decoded RGB image resized to gate_size x gate_size "
+                   "(all_tf.inference.gate.image_statistics); the first check [statistic, "
+                   "0 = below low / 1 = above high, reason] that fails gives status "
+                   "rejected:<reason>"}
+
+
 def io_details(flatbuffer: bytes) -> dict:
     """Input/output tensor dtype, shape and quantisation, read from the flatbuffer itself.
 
@@ -224,12 +235,7 @@ def export_tflite(
                 calibration_images=(int(len(calibration)) if variant in ("int8", "int16x8")
                                     else None),
                 source=source,
-                gate=None if gate is None else {
-                    **gate.to_dict(), "ood": None,
-                    "how": "statistics of the decoded RGB image resized to gate_size x "
-                           "gate_size (all_tf.inference.gate.image_statistics); the first "
-                           "check [statistic, 0 = below low / 1 = above high, reason] that "
-                           "fails gives status rejected:<reason>"},
+                gate=gate_metadata(gate),
             )
             atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
             paths.append(path)
