@@ -209,3 +209,17 @@ def test_tta_of_a_rotation_invariant_model_equals_its_plain_prediction():
                               keras.layers.Dense(4, activation="softmax")])
     x = np.random.default_rng(1).random((5, 8, 8, 3)).astype(np.float32)
     assert np.allclose(tta_probabilities(model, x), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_threshold_sweep_by_hand():
+    from all_tf.evaluation.crossval import threshold_sweep
+
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([[.9, .1], [.2, .8], [.6, .4], [.55, .45], [.3, .7]])  # one error, conf 0.6
+    sweep = threshold_sweep(y, p, (0.5, 0.7, 0.9))
+    assert [r["coverage"] for r in sweep["rows"]] == [1.0, 0.6, 0.2]
+    assert [r["errors_flagged"] for r in sweep["rows"]] == [0.0, 1.0, 1.0]
+    assert sweep["rows"][0]["confident_accuracy"] == 0.8
+    need = sweep["for_flag_share"]
+    assert 0.6 < need["threshold"] < 0.6001 and need["coverage"] == 0.6
+    assert threshold_sweep(y[:2], p[:2])["for_flag_share"] is None  # no errors

@@ -109,6 +109,39 @@ def oof_metrics(y_true, probs, threshold: float = UNCERTAINTY_THRESHOLD,
     }
 
 
+SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+                    flag_share: float = 0.9) -> dict:
+    """What each uncertainty threshold buys on pooled predictions.
+
+    Returns:
+        ``{"rows": [{"threshold", "coverage", "confident_accuracy", "errors_flagged"}...],
+        "for_flag_share": {"share", "threshold", "coverage", "confident_accuracy"}}``: one row
+        per threshold, and the lowest threshold that flags ``flag_share`` of the errors with
+        what it costs (None entries without errors). Fractions in [0, 1].
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    wrong = probs.argmax(axis=1) != y_true
+
+    def at(t: float) -> dict:
+        answered = confidence >= t
+        return {"threshold": float(t), "coverage": float(answered.mean()),
+                "confident_accuracy": float(np.mean(~wrong[answered])) if answered.any()
+                else None,
+                "errors_flagged": float(np.mean(~answered[wrong])) if wrong.any() else None}
+
+    needed = None
+    if wrong.any():
+        # flag an error when its confidence is below t: t just above the share-quantile
+        t = float(np.nextafter(np.quantile(confidence[wrong], flag_share, method="higher"), 2))
+        needed = {"share": flag_share, **at(t)}
+    return {"rows": [at(t) for t in thresholds], "for_flag_share": needed}
+
+
 def block_ids(y_true, numbers, block_size: int) -> np.ndarray:
     """Bootstrap unit of each image: ``(class, (number - 1) // block_size)`` as one int."""
     return np.asarray(y_true, dtype=np.int64) * 1_000_000 + (np.asarray(numbers) - 1) // block_size
@@ -185,6 +218,7 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERT
         "threshold": threshold,
         "block_size": block_size,
         "duplicates_dropped": int(len(paths) - len(keep)),
+        "sweep": threshold_sweep(y, raw),
     }
 
 
@@ -224,12 +258,34 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
             f"{_pct(raw['macro_f1'])} | {_pct(raw['macro_auc'])} | {_pct(raw['ece'])} | "
             f"{raw['brier']:.3f} | {_pct(raw['coverage'])} | {_pct(raw['confident_accuracy'])}"
             f" | {_pct(raw['errors_flagged'])} | {recall} |")
+    sweeps = {name: r["sweep"] for name, r in results.items() if r.get("sweep")}
+    if sweeps:
+        thresholds = [row["threshold"] for row in next(iter(sweeps.values()))["rows"]]
+        lines_sweep = [
+            "",
+            "Uncertainty threshold (raw probabilities): coverage / accuracy on the answered / "
+            "errors flagged, in %; last column: the lowest threshold that flags 90 % of the "
+            "errors.",
+            "",
+            "| recipe | " + " | ".join(f"≥ {t:g}" for t in thresholds) + " | flags 90 % |",
+            "|---|" + "---|" * (len(thresholds) + 1),
+        ]
+        for name, sweep in sweeps.items():
+            cells = [f"{_pct(r['coverage'])} / {_pct(r['confident_accuracy'])} / "
+                     f"{_pct(r['errors_flagged'])}" for r in sweep["rows"]]
+            need = sweep["for_flag_share"]
+            cells.append("–" if need is None else
+                         f"≥ {need['threshold']:.3f}: {_pct(need['coverage'])} / "
+                         f"{_pct(need['confident_accuracy'])} / {_pct(need['errors_flagged'])}")
+            lines_sweep.append(f"| {name} | " + " | ".join(cells) + " |")
+    else:
+        lines_sweep = []
     if peer:
         lines.append(
             f"| {peer['name']} | 3256 | {_pct(peer['balanced_accuracy'])}"
             f"{_ci(peer['balanced_accuracy_ci'])} | {_pct(peer['macro_f1'])} | "
             f"{_pct(peer['macro_auc'])} | – → {_pct(peer['ece_calibrated'])} | – | – | – | – | – |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + lines_sweep) + "\n"
 
 
 def write_json(path: str | Path, doc: dict) -> None:
