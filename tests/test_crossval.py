@@ -22,6 +22,7 @@ from all_tf.evaluation.crossval import (
     block_ids,
     oof_metrics,
     pooled_out_of_fold,
+    read_predictions,
 )
 from all_tf.evaluation.predictions import PREDICTIONS_FILE, write_predictions
 
@@ -187,6 +188,16 @@ def test_pooled_out_of_fold_calibrates_each_fold_on_its_validation_part(tmp_path
     assert result["calibrated"]["nll"] < result["raw"]["nll"]
     twice = pooled_out_of_fold([runs[0], runs[0]], n_boot=10)
     assert twice["raw"]["n"] == 120 and twice["duplicates_dropped"] == 120
+    # the per-fold threshold that flags 90 % of the validation errors, scored on the test folds
+    chosen = result["val_chosen_threshold"]
+    for run, t in zip(runs, chosen["thresholds"], strict=True):
+        val = read_predictions(run)["val"]
+        conf, wrong = val["p"].max(1), val["p"].argmax(1) != val["y"]
+        assert np.mean(conf[wrong] < t) >= 0.9 and np.mean(conf[wrong] < t - 1e-9) < 0.9 + 1e-9
+    test = [read_predictions(r)["test"] for r in runs]
+    answered = np.concatenate([d["p"].max(1) >= t for d, t in
+                               zip(test, chosen["thresholds"], strict=True)])
+    assert chosen["coverage"] == pytest.approx(answered.mean())
 
 
 def test_dihedral_views_are_the_eight_symmetries():
