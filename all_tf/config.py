@@ -234,7 +234,7 @@ class Config:
         ``scratch``: the recipe measured to train EfficientNetV2-S +
         CBAM from random initialisation (batch 32, 60 epochs, peak lr 1e-3, cross-entropy
         throughout, bf16; 98.6-99.1 % at 224 px on a GPU, 97.98 ± 0.38 % over 3 seeds at
-        ``image_size=128`` on 2 CPU cores, docs/benchmarks.md). ``quick``: tiny (64 px, 1 epoch), a
+        ``image_size=128`` on 2 CPU cores, docs/results.md). ``quick``: tiny (64 px, 1 epoch), a
         smoke test on the shipped sample, for the demo and tests. ``scratch`` and ``quick``
         keep the measured-best segmentation defaults (:class:`SegmentationConfig`).
         """
