@@ -2,9 +2,9 @@
 the job itself is :mod:`all_tf.inference.predictor`."""
 
 from all_tf.cli.predict import main
-from all_tf.inference.predictor import *  # noqa: F403
 from all_tf.inference.predictor import (  # noqa: F401
     COLUMNS,
+    PROB_COLUMNS,
     Backend,
     load_backend,
     predict_files,

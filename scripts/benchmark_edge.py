@@ -95,9 +95,9 @@ def main(model_name, data_dir, out_dir, threads, timing_images, max_images):
     from all_tf import CLASS_NAMES
     from all_tf.data import Split
     from all_tf.evaluation.calibration import apply_temperature
-    from all_tf.evaluation.tta import tta_probabilities
     from all_tf.export.edge import export_edge, flatbuffer_ops, non_builtin_ops
     from all_tf.export.tflite import export_tflite
+    from all_tf.inference.tta import tta_probabilities
     from all_tf.io import read_image
     from all_tf.models.released import load_released, released_dir
     from all_tf.preprocessing import preprocess_image, resize_to

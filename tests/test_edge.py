@@ -152,8 +152,8 @@ def test_edge_matches_keras_with_opencv_preprocessing(edge_file, run, sample_ima
     from ai_edge_litert.interpreter import Interpreter
 
     from all_tf.evaluation.calibration import apply_temperature
-    from all_tf.evaluation.tta import tta_probabilities
     from all_tf.inference.model_files import load_keras_model
+    from all_tf.inference.tta import tta_probabilities
 
     run_dir, cfg, _ = run
     model = load_keras_model(run_dir / "checkpoints" / "best.keras")

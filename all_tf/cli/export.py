@@ -266,7 +266,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
 
             served = keras_probs
             if cfg.tta:  # the serving graph averages the 8 flips and rotations
-                from all_tf.evaluation.tta import tta_probabilities
+                from all_tf.inference.tta import tta_probabilities
 
                 served = tta_probabilities(model, x)
             served = apply_temperature(served, cfg.temperature)

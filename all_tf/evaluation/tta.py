@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from all_tf.inference.tta import dihedral_views, tta_probabilities
+from all_tf.inference.tta import tta_probabilities
 
 TTA_PREDICTIONS_FILE = "predictions_tta.csv"
 
@@ -42,4 +42,4 @@ def write_tta_predictions(run_dir: str | Path, data_dir: str | None = None,
     return out
 
 
-__all__ = ["TTA_PREDICTIONS_FILE", "dihedral_views", "tta_probabilities", "write_tta_predictions"]
+__all__ = ["TTA_PREDICTIONS_FILE", "write_tta_predictions"]
