@@ -346,7 +346,8 @@ def test_pipeline_shapes_dtypes_range_onehot(sample_records, small_cfg):
     for training in (False, True):
         ds = make_dataset(records, small_cfg, training=training, batch_size=5)
         batches = list(ds)
-        assert [int(x.shape[0]) for x, _ in batches] == [5, 5, 2]
+        # parallel, non-deterministic batching may emit the short batch before a full one
+        assert sorted(int(x.shape[0]) for x, _ in batches) == [2, 5, 5]
         labels = []
         for x, y in batches:
             assert x.dtype.name == "float32" and y.dtype.name == "float32"
