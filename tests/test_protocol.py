@@ -172,3 +172,43 @@ def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, 
     command.write_crossval(tmp_path, specs, base, colour_baseline=True)
     again = json.loads((tmp_path / "crossval.json").read_text())
     assert again["colour_baseline"] == doc["colour_baseline"]
+
+
+def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_folds(tmp_path):
+    """`all-tf protocol --folds 1`: only fold 1's predictions pooled, the colour baseline scored
+    on fold 1 alone (its own cache file), and crossval.md names the subset."""
+    from all_tf.cli import protocol as command
+    from all_tf.data import SAMPLE_ALL4_DIR, assign_groups, make_split, scan_dataset
+    from all_tf.evaluation.predictions import write_predictions
+
+    base = Config.preset("quick").override({
+        "data_dir": str(SAMPLE_ALL4_DIR), "model.name": "mobilenetv3small",
+        "split.kind": "contiguous", "split.n_folds": 3, "split.embargo": 0})
+    specs = command.protocol_specs(base, ["mobilenetv3small"], ["contiguous"], [42], folds=[1])
+    assert [s.run_id for s in specs] == ["mobilenetv3small_contiguous_f1_s42"]
+    records = assign_groups(scan_dataset(SAMPLE_ALL4_DIR).records)
+    split = make_split(records, specs[0].cfg.split)
+    parts = {}
+    for part in ("val", "test"):
+        rs = getattr(split, part)
+        y = np.array([r.label for r in rs])
+        parts[part] = (rs, y, np.eye(4)[y] * 0.9 + 0.025, np.arange(len(rs)))
+    write_predictions(tmp_path / "runs" / specs[0].run_id / "predictions.csv", parts)
+
+    command.write_crossval(tmp_path, specs, base, colour_baseline=True, folds=[1])
+    doc = json.loads((tmp_path / "crossval.json").read_text())
+    assert doc["folds"] == [1]
+    assert doc["recipes"]["mobilenetv3small s42"]["raw"]["n"] == len(split.test) < 48
+    assert doc["colour_baseline"]["raw"]["n"] == len(split.test)
+    assert (tmp_path / "colour_baseline_oof_f1.json").is_file()
+    assert not (tmp_path / "colour_baseline_oof.json").exists()
+    assert "Only fold 1 of the 3 pooled here" in (tmp_path / "crossval.md").read_text()
+
+
+@pytest.mark.parametrize("folds", [[3], [0, 0], [-1]])
+def test_protocol_refuses_folds_outside_the_split(folds):
+    from all_tf.cli import protocol as command
+
+    base = Config.preset("quick").override({"split.kind": "contiguous", "split.n_folds": 3})
+    with pytest.raises(ValueError, match="each fold once, from 0 to 2"):
+        command.protocol_specs(base, ["mobilenetv3small"], ["contiguous"], [42], folds=folds)

@@ -44,15 +44,16 @@ HEADINGS = {"70:30": "Table 2 (the paper's protocol): 70:30 split",
             "contiguous": "Per-fold runs of the contiguous split (pooled in crossval.md)"}
 
 
-def protocol_specs(base, models, splits, seeds, cbam_placements=None):
+def protocol_specs(base, models, splits, seeds, cbam_placements=None, folds=None):
     """One ``RunSpec`` per model (x CBAM placement) x split (x fold) x seed, in that order.
 
     Run ids are ``<model>_<split>_s<seed>``, and ``<model>_contiguous_f<fold>_s<seed>`` for
-    each of the ``n_folds`` folds of the contiguous split; a CBAM placement other than ``base``'s makes the
-    model tag ``<model>-<placement>`` in the id and in the table's model column.
+    each fold of the contiguous split (``folds``, in the order given; default all
+    ``n_folds``); a CBAM placement other than ``base``'s makes the model tag
+    ``<model>-<placement>`` in the id and in the table's model column.
 
     Raises:
-        ValueError: an invalid split kind or placement.
+        ValueError: an invalid split kind, placement or fold.
     """
     from all_tf.experiments.protocol import RunSpec, split_tag
     from all_tf.models import CBAM_PLACEMENTS
@@ -60,6 +61,11 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
     unknown = [p for p in cbam_placements or [] if p not in CBAM_PLACEMENTS]
     if unknown:
         raise ValueError(f"unknown CBAM placement(s) {unknown}; choose from {CBAM_PLACEMENTS}")
+    fold_order = list(range(base.split.n_folds)) if folds is None else list(folds)
+    bad = [f for f in fold_order if not 0 <= f < base.split.n_folds]
+    if bad or len(set(fold_order)) != len(fold_order):
+        raise ValueError(f"--folds {','.join(map(str, fold_order))}: each fold once, from 0 to "
+                         f"{base.split.n_folds - 1}")
     specs = []
     for split in splits:
         for model in models:
@@ -67,8 +73,7 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
                 if model.endswith("_cbam") else [base.model.cbam_placement]
             for placement in placements:
                 tag = model if placement == base.model.cbam_placement else f"{model}-{placement}"
-                folds = range(base.split.n_folds) if split in FOLDED else [None]
-                for fold in folds:
+                for fold in fold_order if split in FOLDED else [None]:
                     for seed in seeds:
                         cfg = base.override({"model.name": model, "split.seed": seed,
                                              "model.cbam_placement": placement,
@@ -116,6 +121,12 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None):
     "folds (a row of crossval.md).",
 )
 @click.option(
+    "--folds",
+    callback=csv_list(int),
+    help="Comma-separated folds of the contiguous split to train and pool, in this order "
+    "[default: all]. crossval.md then pools only these folds and says so.",
+)
+@click.option(
     "--seeds",
     callback=csv_list(int),
     help="Comma-separated seeds (split, initialisation, shuffling) [default: "
@@ -158,6 +169,7 @@ def main(
     output_dir,
     models,
     splits,
+    folds,
     seeds,
     cbam_placements,
     hybrid,
@@ -176,7 +188,7 @@ def main(
     models = models or (QUICK_MODELS if quick else PAPER_MODELS).split(",")
     seeds = seeds or ([42] if quick else [42, 43, 44])
     try:
-        specs = protocol_specs(base, models, splits, seeds, cbam_placements)
+        specs = protocol_specs(base, models, splits, seeds, cbam_placements, folds)
     except ValueError as e:
         fail(e)
     try:
@@ -210,13 +222,17 @@ def main(
     click.echo(f"results: {output_dir / 'results.csv'}; summary: {output_dir / 'summary.md'}")
     if "contiguous" in splits:
         path = write_crossval(output_dir, [s for s in specs if s.cfg.split.kind == "contiguous"],
-                              base, colour_baseline, tta)
+                              base, colour_baseline, tta, folds)
         click.echo(f"cross-validation (pooled out-of-fold): {path}")
 
 
-def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bool = False
-                   ) -> Path:
-    """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md."""
+def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bool = False,
+                   folds=None) -> Path:
+    """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md.
+
+    ``folds``: the folds pooled (default all); with a subset the colour baseline is scored on
+    the same folds (cached as ``colour_baseline_oof_f<folds>.json``) and the text names them.
+    """
 
     from all_tf.evaluation.crossval import (
         crossval_markdown,
@@ -242,13 +258,21 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
             results[f"{name} + TTA"] = pooled_out_of_fold(
                 dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
                 predictions=TTA_PREDICTIONS_FILE)
+    cfg = base.split
+    subset = folds is not None and sorted(folds) != list(range(cfg.n_folds))
     colour = None
     if colour_baseline:
-        colour = cached_json(output_dir / "colour_baseline_oof.json", lambda: colour_baseline_oof(
-            base.data_dir, base.split, block_size=base.split.block_size))
-    write_json(output_dir / "crossval.json", {"recipes": results, "colour_baseline": colour})
-    cfg = base.split
-    text = (f"# Contiguous cross-validation\n\n{cfg.n_folds} contiguous folds per class, "
+        name = ("colour_baseline_oof_f" + "".join(map(str, sorted(folds))) if subset
+                else "colour_baseline_oof")
+        colour = cached_json(output_dir / f"{name}.json", lambda: colour_baseline_oof(
+            base.data_dir, base.split, folds=sorted(folds) if subset else None,
+            block_size=base.split.block_size))
+    write_json(output_dir / "crossval.json", {"recipes": results, "colour_baseline": colour,
+                                              "folds": sorted(folds) if subset else
+                                              list(range(cfg.n_folds))})
+    pooled = (f"Only fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, sorted(folds)))} "
+              f"of the {cfg.n_folds} pooled here: not a full cross-validation. " if subset else "")
+    text = (f"# Contiguous cross-validation\n\n{pooled}{cfg.n_folds} contiguous folds per class, "
             f"embargo {cfg.embargo} file numbers, pooled out-of-fold test predictions; CIs "
             f"resample blocks of {cfg.block_size} file numbers within each class (1000 draws); "
             "'cal.' = temperature fitted on each fold's validation part; confidence threshold "

@@ -120,10 +120,12 @@ def colour_baselines(split, target: dict | None = None, seed: int = 0,
     return results
 
 
-def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = None,
+def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
                         seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
     """Random forest on RGB histograms (label corner masked) under the contiguous folds of
     ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
+
+    ``folds``: the fold indices pooled (default all ``split_cfg.n_folds``).
 
     Returns:
         ``{"raw": metrics, "ci": {...}}`` as in :func:`pooled_out_of_fold` (no calibration).
@@ -143,7 +145,7 @@ def colour_baseline_oof(data_dir: str | Path, split_cfg, n_folds: int | None = N
                 for r, im in zip(records, images, strict=True) if im is not None}
     numbers = dict(zip((r.path for r in records), sequence_numbers(records), strict=True))
     ys, ps, nums = [], [], []
-    for fold in range(n_folds or split_cfg.n_folds):
+    for fold in range(split_cfg.n_folds) if folds is None else folds:
         cfg = dataclasses.replace(split_cfg, kind="contiguous", fold=fold)
         split = make_split(records, cfg)
         fit = [r for r in split.train + split.val if r.path in features]
