@@ -175,8 +175,8 @@ def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, 
 
 
 def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_folds(tmp_path):
-    """`all-tf protocol --folds 1`: only fold 1's predictions pooled, the colour baseline scored
-    on fold 1 alone (its own cache file), and crossval.md names the subset."""
+    """`all-tf protocol --folds 1`: only fold 1's predictions pooled into crossval_f1.md, the
+    colour baseline scored on fold 1 alone (its own cache file), and the text names the subset."""
     from all_tf.cli import protocol as command
     from all_tf.data import SAMPLE_ALL4_DIR, assign_groups, make_split, scan_dataset
     from all_tf.evaluation.predictions import write_predictions
@@ -195,14 +195,15 @@ def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_f
         parts[part] = (rs, y, np.eye(4)[y] * 0.9 + 0.025, np.arange(len(rs)))
     write_predictions(tmp_path / "runs" / specs[0].run_id / "predictions.csv", parts)
 
-    command.write_crossval(tmp_path, specs, base, colour_baseline=True, folds=[1])
-    doc = json.loads((tmp_path / "crossval.json").read_text())
+    path = command.write_crossval(tmp_path, specs, base, colour_baseline=True, folds=[1])
+    assert path == tmp_path / "crossval_f1.md" and not (tmp_path / "crossval.md").exists()
+    doc = json.loads((tmp_path / "crossval_f1.json").read_text())
     assert doc["folds"] == [1]
     assert doc["recipes"]["mobilenetv3small s42"]["raw"]["n"] == len(split.test) < 48
     assert doc["colour_baseline"]["raw"]["n"] == len(split.test)
     assert (tmp_path / "colour_baseline_oof_f1.json").is_file()
     assert not (tmp_path / "colour_baseline_oof.json").exists()
-    assert "Only fold 1 of the 3 pooled here" in (tmp_path / "crossval.md").read_text()
+    assert "Only fold 1 of the 3 pooled here" in path.read_text()
 
 
 @pytest.mark.parametrize("folds", [[3], [0, 0], [-1]])

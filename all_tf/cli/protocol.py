@@ -123,8 +123,8 @@ def protocol_specs(base, models, splits, seeds, cbam_placements=None, folds=None
 @click.option(
     "--folds",
     callback=csv_list(int),
-    help="Comma-separated folds of the contiguous split to train and pool, in this order "
-    "[default: all]. crossval.md then pools only these folds and says so.",
+    help="Comma-separated folds of the contiguous split to train, in this order [default: "
+    "all]. A subset is pooled into crossval_f<folds>.md / .json, which says so.",
 )
 @click.option(
     "--seeds",
@@ -230,8 +230,10 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                    folds=None) -> Path:
     """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md.
 
-    ``folds``: the folds pooled (default all); with a subset the colour baseline is scored on
-    the same folds (cached as ``colour_baseline_oof_f<folds>.json``) and the text names them.
+    ``folds``: the folds pooled (default all). A subset writes ``crossval_f<folds>.json`` /
+    ``.md`` instead (so a full cross-validation's tables are never replaced by part of one),
+    scores the colour baseline on the same folds (cached as ``colour_baseline_oof_f<folds>.json``)
+    and names the folds in the text.
     """
 
     from all_tf.evaluation.crossval import (
@@ -260,14 +262,13 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                 predictions=TTA_PREDICTIONS_FILE)
     cfg = base.split
     subset = folds is not None and sorted(folds) != list(range(cfg.n_folds))
+    suffix = "_f" + "".join(map(str, sorted(folds))) if subset else ""
     colour = None
     if colour_baseline:
-        name = ("colour_baseline_oof_f" + "".join(map(str, sorted(folds))) if subset
-                else "colour_baseline_oof")
-        colour = cached_json(output_dir / f"{name}.json", lambda: colour_baseline_oof(
+        colour = cached_json(output_dir / f"colour_baseline_oof{suffix}.json", lambda: colour_baseline_oof(
             base.data_dir, base.split, folds=sorted(folds) if subset else None,
             block_size=base.split.block_size))
-    write_json(output_dir / "crossval.json", {"recipes": results, "colour_baseline": colour,
+    write_json(output_dir / f"crossval{suffix}.json", {"recipes": results, "colour_baseline": colour,
                                               "folds": sorted(folds) if subset else
                                               list(range(cfg.n_folds))})
     pooled = (f"Only fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, sorted(folds)))} "
@@ -278,7 +279,7 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
             "'cal.' = temperature fitted on each fold's validation part; confidence threshold "
             f"{base.uncertainty_threshold}. Values in %.\n\n"
             + crossval_markdown(results, colour))
-    path = output_dir / "crossval.md"
+    path = output_dir / f"crossval{suffix}.md"
     atomic_write_text(path, text)
     return path
 
