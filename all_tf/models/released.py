@@ -5,7 +5,8 @@ temperature), ``gate.json`` + ``ood.npz`` (the input gate), ``split.json``, ``me
 ``MODEL_CARD.md``, ``SHA256SUMS`` (checked on every load) and the weights in one of two forms:
 
 * ``keras``: ``model.keras``, the best checkpoint without optimizer state (``light``).
-* ``float16-parts``: for models whose ``.keras`` file exceeds git hosting's 50 MB file limit.
+* ``float16-parts``: for models whose ``.keras`` file exceeds git hosting's 50 MB file limit
+  (``paper``).
   ``weights.json`` lists every array of ``model.weights`` in order (name, shape, dtype, stored
   dtype, part file); ``weights.partNN.npz`` hold them as float16, split by whole arrays into
   files under :data:`PART_LIMIT_BYTES`. Loading rebuilds the model from ``config.json`` with
@@ -15,13 +16,12 @@ temperature), ``gate.json`` + ``ood.npz`` (the input gate), ``split.json``, ``me
   ``$ALL_TF_CACHE_DIR/released/`` or ``~/.cache/all_tf/released/`` for code that needs a file.
 
 Releasing a new model is one line in :data:`RELEASED` once its folder exists (made by
-``all-tf release``; ``--weights-format float16-parts`` for the parts form), e.g.
-``"paper": "efficientnetv2s_cbam_all4"``.
+``all-tf release``; ``--weights-format float16-parts`` for the parts form).
 
 Example:
     >>> from all_tf.models.released import RELEASED, released_dir
     >>> sorted(RELEASED)
-    ['light']
+    ['light', 'paper']
     >>> released_dir("light").name
     'mobilenetv3small_all4'
 """
@@ -40,7 +40,7 @@ import numpy as np
 
 SAVED_MODELS = Path(os.environ.get("ALL_TF_SAVED_MODELS",
                                    Path(__file__).resolve().parents[2] / "saved_models"))
-RELEASED = {"light": "mobilenetv3small_all4"}
+RELEASED = {"light": "mobilenetv3small_all4", "paper": "efficientnetv2s_cbam_all4"}
 """Short name -> folder in ``saved_models/``."""
 DEFAULT_MODEL = "light"
 CHECKSUM_FILE = "SHA256SUMS"
