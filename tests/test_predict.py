@@ -207,10 +207,10 @@ RELEASED_ON_SAMPLE = {"mobilenetv3small_all4": {"ok": 48, "rejected": 0, "correc
 
 def _released_names():
     """Every released name; the big ones (float16 parts, a minute on 2 cores) marked slow."""
-    from all_tf.models.released import RELEASED, released_dir, weights_format
+    from all_tf.models.released import RELEASED, SAVED_MODELS, weights_format
 
     return [pytest.param(name, marks=pytest.mark.slow)
-            if weights_format(released_dir(name)) == "float16-parts" else name
+            if weights_format(SAVED_MODELS / RELEASED[name]) == "float16-parts" else name
             for name in sorted(RELEASED)]
 
 

@@ -261,18 +261,20 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                 dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
                 predictions=TTA_PREDICTIONS_FILE)
     cfg = base.split
-    subset = folds is not None and sorted(folds) != list(range(cfg.n_folds))
-    suffix = "_f" + "".join(map(str, sorted(folds))) if subset else ""
+    pooled_folds = list(range(cfg.n_folds)) if folds is None else sorted(folds)
+    subset = pooled_folds != list(range(cfg.n_folds))
+    suffix = "_f" + "".join(map(str, pooled_folds)) if subset else ""
     colour = None
     if colour_baseline:
-        colour = cached_json(output_dir / f"colour_baseline_oof{suffix}.json", lambda: colour_baseline_oof(
-            base.data_dir, base.split, folds=sorted(folds) if subset else None,
-            block_size=base.split.block_size))
-    write_json(output_dir / f"crossval{suffix}.json", {"recipes": results, "colour_baseline": colour,
-                                              "folds": sorted(folds) if subset else
-                                              list(range(cfg.n_folds))})
-    pooled = (f"Only fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, sorted(folds)))} "
-              f"of the {cfg.n_folds} pooled here: not a full cross-validation. " if subset else "")
+        colour = cached_json(output_dir / f"colour_baseline_oof{suffix}.json",
+                             lambda: colour_baseline_oof(base.data_dir, base.split,
+                                                         folds=pooled_folds,
+                                                         block_size=cfg.block_size))
+    write_json(output_dir / f"crossval{suffix}.json",
+               {"recipes": results, "colour_baseline": colour, "folds": pooled_folds})
+    pooled = (f"Only fold{'s' if len(pooled_folds) > 1 else ''} "
+              f"{', '.join(map(str, pooled_folds))} of the {cfg.n_folds} pooled here: not a "
+              "full cross-validation. " if subset else "")
     text = (f"# Contiguous cross-validation\n\n{pooled}{cfg.n_folds} contiguous folds per class, "
             f"embargo {cfg.embargo} file numbers, pooled out-of-fold test predictions; CIs "
             f"resample blocks of {cfg.block_size} file numbers within each class (1000 draws); "
