@@ -10,8 +10,9 @@ the validation loss and best checkpoint, with two differences that the run's
 - inputs are the pack's JPEG images (resized, label-masked) put through
   :func:`all_tf.preprocessing.preprocess_image`, which ``pack_folds.py`` measures against the
   original files;
-- batches come from a ``keras.utils.PyDataset`` instead of ``tf.data``, and the last
-  incomplete batch of each epoch is dropped (one batch shape: one compiled training step).
+- batches come from a ``keras.utils.PyDataset`` instead of ``tf.data``, the augmentation
+  layers run inside the compiled training step, and the last incomplete batch of each epoch
+  is dropped (one batch shape: one compiled training step).
 
 For every run it writes ``history.csv``, ``predictions.csv``, ``predictions_tta.csv`` (8
 dihedral views) and ``metrics.json`` next to the pack's ``config.json`` and ``split.json``,
@@ -101,10 +102,16 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
     batch = cfg.train.batch_size
     steps = max(1, len(x_train) // batch)
     model, loss = build_for_config(cfg, steps)
-    augment = build_augmentation(cfg.augment, seed)
+    # The augmentation layers go inside the compiled training step, ahead of the model, so
+    # that a batch never returns to the host between augmentation and the step; at
+    # inference (training=False) they are the identity, and ``model`` shares the weights.
+    inputs = keras.Input(model.input_shape[1:])
+    trainer = keras.Model(inputs, model(build_augmentation(cfg.augment, seed)(inputs)))
+    trainer.compile(optimizer=model.optimizer, loss=loss,
+                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
 
     class Batches(keras.utils.PyDataset):
-        """Shuffled, augmented full batches of the training part."""
+        """Shuffled full batches of the training part (augmented inside ``trainer``)."""
 
         def __init__(self):
             super().__init__()
@@ -116,7 +123,7 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
 
         def __getitem__(self, i):
             idx = self.order[i * batch:(i + 1) * batch]
-            return augment(x_train[idx], training=True), onehot[y_train[idx]]
+            return x_train[idx], onehot[y_train[idx]]
 
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(x_train))
@@ -154,11 +161,11 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
     x_val, y_val = data["val"]
     class_weight = _class_weights(split.train) if cfg.train.class_weights else None
     started = time.time()
-    model.fit(Batches(), validation_data=(x_val, onehot[y_val]),
+    trainer.fit(Batches(), validation_data=(x_val, onehot[y_val]),
               validation_batch_size=min(len(x_val), eval_batch), epochs=cfg.train.epochs,
               callbacks=callbacks, class_weight=class_weight, verbose=2)
     train_seconds = time.time() - started
-    model.load_weights(best_path)
+    trainer.load_weights(best_path)
 
     single, tta = {}, {}
     for part in ("val", "test"):
@@ -180,8 +187,8 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
         "stopped_by_deadline": stop.hit,
         "source": (f"scripts/fit_packed_folds.py: Keras {keras.__version__} on "
                    f"{keras.backend.backend()} ({_device_name()}); inputs from JPEG quality "
-                   f"{pack['quality']} packed images; last incomplete batch of each epoch "
-                   "dropped"),
+                   f"{pack['quality']} packed images; augmentation inside the training "
+                   "step; last incomplete batch of each epoch dropped"),
     })
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
