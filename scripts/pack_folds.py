@@ -37,18 +37,16 @@ PACK_FILE = "pack.json"
 CHECK_EVERY = 50  # every 50th image is used to measure what packing changes
 
 
-def packed_jpeg(rgb, size: int, mask: bool, quality: int) -> bytes:
-    """JPEG bytes of ``rgb`` (uint8 (H, W, 3)) resized to ``size`` and label-masked."""
+def packed_jpeg(rgb, cfg, quality: int) -> bytes:
+    """JPEG bytes of ``rgb`` (uint8 (H, W, 3)) resized and label-masked as ``cfg``
+    (a ``PreprocessConfig``) says."""
     from PIL import Image
 
-    from all_tf.preprocessing.label_corner import mask_label_corner
-    from all_tf.preprocessing.resize import resize_to
+    from all_tf.preprocessing.resize import resize_and_mask
 
-    rgb = resize_to(rgb, size)
-    if mask:
-        rgb = mask_label_corner(rgb)
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=0)
+    Image.fromarray(resize_and_mask(rgb, cfg)).save(buf, format="JPEG", quality=quality,
+                                                    subsampling=0)
     return buf.getvalue()
 
 
@@ -91,6 +89,7 @@ def main(config_file, data_dir, folds, seeds, tag, quality, output_dir):
     """Write the images and fold runs of CONFIG into a pack directory."""
     from all_tf.cli.protocol import protocol_specs
     from all_tf.config import Config
+    from all_tf.data import make_split
     from all_tf.io import ImageReadError, read_image
     from all_tf.training.run import check_split, fit_reinhard, load_records
 
@@ -122,11 +121,8 @@ def main(config_file, data_dir, folds, seeds, tag, quality, output_dir):
                         click.echo(f"skipped {e}", err=True)
                         continue
                     rel = Path(r.path).relative_to(Path(data_dir)).as_posix()
-                    zf.writestr(rel, packed_jpeg(rgb, image_key["image_size"],
-                                                 image_key["mask_label_corner"], quality))
+                    zf.writestr(rel, packed_jpeg(rgb, base.preprocess, quality))
         click.echo(f"{zip_path}: {zip_path.stat().st_size / 2**20:.1f} MiB")
-
-    from all_tf.data import make_split
 
     for spec in specs:
         run_dir = output_dir / tag / "runs" / spec.run_id

@@ -8,8 +8,9 @@ does not import Keras/TensorFlow.
 
 from all_tf.preprocessing.colour_spaces import COLOUR_SPACE_RANGES, to_colour_space
 from all_tf.preprocessing.intensity import check_rgb_uint8, clahe, scale_to_unit
-from all_tf.preprocessing.pipeline import preprocess_image, resize_to, validate_preprocess_config
+from all_tf.preprocessing.pipeline import preprocess_image, validate_preprocess_config
 from all_tf.preprocessing.reinhard import fit_reinhard_target, reinhard_normalize
+from all_tf.preprocessing.resize import resize_to
 
 __all__ = [
     "COLOUR_SPACE_RANGES",

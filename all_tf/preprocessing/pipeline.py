@@ -18,9 +18,8 @@ import numpy as np
 from all_tf.config import PreprocessConfig
 from all_tf.preprocessing.colour_spaces import to_colour_space
 from all_tf.preprocessing.intensity import check_rgb_uint8, clahe_lab_inplace, scale_to_unit
-from all_tf.preprocessing.label_corner import mask_label_corner
 from all_tf.preprocessing.reinhard import check_target, reinhard_lab
-from all_tf.preprocessing.resize import resize_to
+from all_tf.preprocessing.resize import resize_and_mask
 
 
 def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -44,9 +43,7 @@ def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         ValueError: ``rgb`` is not uint8 (H, W, 3), or the Reinhard target is malformed.
     """
     check_rgb_uint8(rgb, "preprocess_image input")
-    rgb = resize_to(rgb, cfg.image_size)
-    if cfg.mask_label_corner:
-        rgb = mask_label_corner(rgb)
+    rgb = resize_and_mask(rgb, cfg)
     use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
     if cfg.clahe or use_reinhard:
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)

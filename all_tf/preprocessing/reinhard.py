@@ -61,13 +61,9 @@ def fit_reinhard_target(
     for i, rgb in enumerate(images):
         check_rgb_uint8(rgb, f"image {i}")
         if cfg is not None:
-            from all_tf.preprocessing.resize import resize_to
+            from all_tf.preprocessing.resize import resize_and_mask
 
-            rgb = resize_to(rgb, cfg.image_size)
-            if cfg.mask_label_corner:
-                from all_tf.preprocessing.label_corner import mask_label_corner
-
-                rgb = mask_label_corner(rgb)
+            rgb = resize_and_mask(rgb, cfg)
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
         if cfg is not None and cfg.clahe:
             from all_tf.preprocessing.intensity import clahe_lab_inplace
