@@ -234,3 +234,24 @@ def test_threshold_sweep_by_hand():
     need = sweep["for_flag_share"]
     assert 0.6 < need["threshold"] < 0.6001 and need["coverage"] == 0.6
     assert threshold_sweep(y[:2], p[:2])["for_flag_share"] is None  # no errors
+
+
+def test_colour_check_flags_the_errors_it_disagrees_with(tmp_path):
+    # 4 test images; the network is wrong on images 1 and 3, both confidently
+    y = np.array([0, 1, 2, 3])
+    p = np.array([[.9, .05, .03, .02], [.85, .1, .03, .02], [.1, .1, .75, .05],
+                  [.05, .05, .8, .1]])
+    records = [Record(f"/data/{CLASS_NAMES[c]}/WBC-{CLASS_NAMES[c]}-{k}.jpg", int(c))
+               for k, c in enumerate(y)]
+    run = tmp_path / "f0"
+    run.mkdir()
+    write_predictions(run / PREDICTIONS_FILE, {"test": (records, y, p, np.arange(4))})
+    # keys are class folder / file name, so another dataset root still matches
+    check = {"Benign/WBC-Benign-0.jpg": 0, "Early/WBC-Early-1.jpg": 1,
+             "Pre/WBC-Pre-2.jpg": 2}  # image 3 missing: counts as disagreeing
+    result = pooled_out_of_fold([run], n_boot=5, colour_check=check)
+    assert result["raw"]["errors_flagged"] == 0.0  # the threshold alone flags neither error
+    c = result["colour_check"]
+    assert c["coverage"] == 0.5 and c["confident_accuracy"] == 1.0
+    assert c["errors_flagged"] == 1.0 and c["disagreements"] == 0.5 and c["missing"] == 1
+    assert pooled_out_of_fold([run], n_boot=5)["colour_check"] is None

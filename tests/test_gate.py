@@ -148,7 +148,29 @@ def test_gate_status_order_and_files(tmp_path, bounds):
     gate.save(tmp_path)
     again = Gate.load(tmp_path)
     assert again.bounds == json.loads(json.dumps(bounds)) and again.distance.threshold == 4.0
+    assert again.colour is None and again.colour_class(np.zeros((8, 8, 3), np.uint8)) is None
     assert Gate.load(tmp_path / "nowhere") is None
+
+
+def test_colour_check_makes_a_disagreeing_answer_uncertain(tmp_path, bounds, sample_images):
+    from all_tf.inference.colour_check import ColourCheck, colour_histogram
+
+    x = np.stack([colour_histogram(im) for im in sample_images])
+    labels = np.arange(len(x)) % 4  # any labels: only the plumbing is tested here
+    gate = Gate(bounds, None, colour=ColourCheck.fit(x, labels, n_classes=4))
+    ok = {k: (v[0] if v[1] is None else (v[0] + v[1]) / 2) for k, v in bounds.items()}
+    assert gate.status(ok, None, 0.99, 0.7, predicted=2, colour_class=2) == "ok"
+    assert gate.status(ok, None, 0.99, 0.7, predicted=2, colour_class=1) == "uncertain"
+    assert gate.status({**ok, "brightness": 0.0}, None, 0.99, 0.7, 2, 1) == "rejected:too_dark"
+    gate.save(tmp_path)
+    again = Gate.load(tmp_path)
+    assert [again.colour_class(im) for im in sample_images[:5]] == \
+        [gate.colour_class(im) for im in sample_images[:5]]
+    doc = json.loads((tmp_path / "gate.json").read_text())
+    doc["colour_check"]["coef"] = [[0.0]]
+    (tmp_path / "gate.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="gate.json.*colour check"):
+        Gate.load(tmp_path)
 
 
 # ---------------------------------------------------------------- a calibrated run end to end
@@ -210,6 +232,13 @@ def test_saved_model_status_output_matches_the_host_gate(gated_run, strange_inpu
     assert status[2] in ("ok", "uncertain", "rejected:out_of_distribution")
     assert out["ood_score"].shape == (3,)
     assert out["class_name"].numpy()[0] == b"" and out["class_id"].numpy()[0] == -1
+    # the colour check in the graph names the host's class, and a disagreement is uncertain
+    gate = Gate.load(gated_run)
+    field = read_image(strange_inputs / "field.png")
+    assert int(out["colour_class_id"].numpy()[2]) == gate.colour_class(field)
+    disagrees = out["colour_class_id"].numpy()[2] != int(np.argmax(out["probabilities"][2]))
+    if status[2] != "rejected:out_of_distribution":
+        assert (status[2] == "uncertain") == (disagrees or out["confidence"].numpy()[2] < 0.7)
 
 
 @pytest.mark.parametrize("tta", [False, True])
@@ -263,6 +292,19 @@ def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):
             # hues in degrees; contrast_hue: pixels of equal saturation are ranked differently
             tolerance = {"focus": 0.05 * abs(host[name]), "contrast_hue": 2.0}.get(name, 1.0)
             assert abs(value - host[name]) <= tolerance, (name, value, host[name])
+
+
+def test_graph_colour_histogram_matches_the_host(sample_images):
+    tf = pytest.importorskip("tensorflow")
+    from all_tf.export.graph_gate import colour_histogram_graph
+    from all_tf.inference.colour_check import colour_histogram
+
+    for rgb in sample_images[::6]:  # 224 px fields: no resizing, the same pixels
+        graph = colour_histogram_graph(tf.constant(rgb)).numpy()
+        np.testing.assert_allclose(graph, colour_histogram(rgb), atol=1e-6)
+    big = cv2.resize(sample_images[0], (500, 460), interpolation=cv2.INTER_LINEAR)
+    graph = colour_histogram_graph(tf.constant(big)).numpy()
+    assert np.abs(graph - colour_histogram(big)).sum() < 0.1  # resampling differs slightly
 
 
 def test_graph_gate_rejects_a_swapped_field_and_skips_checks_without_bounds(sample_images,

@@ -13,8 +13,10 @@ model's threshold) or ``rejected:<reason>`` (the input is not a smear field the 
 see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate);
 ``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
 temperature, and over the 8 flips and rotations of the field for models stored with ``tta``);
-``uncertain``; ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
-distance of the field, or mean over its crops; models with a gate); ``nuclei`` (connected components of
+``uncertain`` (also when the gate's colour check, :mod:`all_tf.inference.colour_check`,
+names another class); ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
+distance of the field, or mean over its crops; models with a gate); ``colour_class`` (the
+colour check's class, models whose gate has one); ``nuclei`` (connected components of
 :func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
 a bad file never stops the others).
 

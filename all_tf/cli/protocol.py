@@ -233,7 +233,8 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
     ``folds``: the folds pooled (default all). A subset writes ``crossval_f<folds>.json`` /
     ``.md`` instead (so a full cross-validation's tables are never replaced by part of one),
     scores the colour baseline on the same folds (cached as ``colour_baseline_oof_f<folds>.json``)
-    and names the folds in the text.
+    and names the folds in the text. With the colour baseline, each recipe is also scored
+    with the colour check (:mod:`all_tf.inference.colour_check`) fitted on the same folds.
     """
 
     from all_tf.evaluation.crossval import (
@@ -244,6 +245,23 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
     from all_tf.experiments.audit import colour_baseline_oof
     from all_tf.io import atomic_write_text, cached_json
 
+    cfg = base.split
+    pooled_folds = list(range(cfg.n_folds)) if folds is None else sorted(folds)
+    subset = pooled_folds != list(range(cfg.n_folds))
+    suffix = "_f" + "".join(map(str, pooled_folds)) if subset else ""
+    colour = None
+    if colour_baseline:
+        cache = output_dir / f"colour_baseline_oof{suffix}.json"
+
+        def compute():
+            return colour_baseline_oof(base.data_dir, base.split, folds=pooled_folds,
+                                       block_size=cfg.block_size)
+
+        colour = cached_json(cache, compute)
+        if "check" not in colour:  # cached before the colour check existed
+            cache.unlink()
+            colour = cached_json(cache, compute)
+    check = colour["check"] if colour else None
     groups: dict[str, list[Path]] = {}
     for spec in specs:
         name = f"{spec.columns.get('model', spec.cfg.model.name)} s{spec.cfg.split.seed}"
@@ -251,7 +269,7 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
     results = {}
     for name, dirs in groups.items():
         results[name] = pooled_out_of_fold(dirs, threshold=base.uncertainty_threshold,
-                                           block_size=base.split.block_size)
+                                           block_size=base.split.block_size, colour_check=check)
         if tta and base.preprocess.input_mode == "image":
             from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE, write_tta_predictions
 
@@ -259,17 +277,7 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                 write_tta_predictions(run_dir)
             results[f"{name} + TTA"] = pooled_out_of_fold(
                 dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
-                predictions=TTA_PREDICTIONS_FILE)
-    cfg = base.split
-    pooled_folds = list(range(cfg.n_folds)) if folds is None else sorted(folds)
-    subset = pooled_folds != list(range(cfg.n_folds))
-    suffix = "_f" + "".join(map(str, pooled_folds)) if subset else ""
-    colour = None
-    if colour_baseline:
-        colour = cached_json(output_dir / f"colour_baseline_oof{suffix}.json",
-                             lambda: colour_baseline_oof(base.data_dir, base.split,
-                                                         folds=pooled_folds,
-                                                         block_size=cfg.block_size))
+                predictions=TTA_PREDICTIONS_FILE, colour_check=check)
     write_json(output_dir / f"crossval{suffix}.json",
                {"recipes": results, "colour_baseline": colour, "folds": pooled_folds})
     pooled = (f"Only fold{'s' if len(pooled_folds) > 1 else ''} "

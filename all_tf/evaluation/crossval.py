@@ -109,6 +109,23 @@ def oof_metrics(y_true, probs, threshold: float = UNCERTAINTY_THRESHOLD,
     }
 
 
+def abstention(y_true, y_pred, answered) -> dict:
+    """What answering only where ``answered`` (bool (N,)) buys: ``coverage`` (share answered),
+    ``confident_accuracy`` (accuracy on the answered; None if none) and ``errors_flagged``
+    (share of wrong predictions not answered; None without errors). Fractions in [0, 1]."""
+    answered = np.asarray(answered, dtype=bool)
+    wrong = np.asarray(y_pred) != np.asarray(y_true)
+    return {"coverage": float(answered.mean()),
+            "confident_accuracy": float(np.mean(~wrong[answered])) if answered.any() else None,
+            "errors_flagged": float(np.mean(~answered[wrong])) if wrong.any() else None}
+
+
+def image_key(path: str | Path) -> str:
+    """``"<class folder>/<file name>"``: matches an image across machines and dataset roots."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -125,14 +142,11 @@ def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLD
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     confidence = probs.max(axis=1)
-    wrong = probs.argmax(axis=1) != y_true
+    y_pred = probs.argmax(axis=1)
+    wrong = y_pred != y_true
 
     def at(t: float) -> dict:
-        answered = confidence >= t
-        return {"threshold": float(t), "coverage": float(answered.mean()),
-                "confident_accuracy": float(np.mean(~wrong[answered])) if answered.any()
-                else None,
-                "errors_flagged": float(np.mean(~answered[wrong])) if wrong.any() else None}
+        return {"threshold": float(t), **abstention(y_true, y_pred, confidence >= t)}
 
     needed = None
     if wrong.any():
@@ -172,7 +186,8 @@ def block_bootstrap_ci(y_true, probs, blocks, threshold: float = UNCERTAINTY_THR
 
 def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERTAINTY_THRESHOLD,
                        block_size: int = 36, n_boot: int = 1000, seed: int = 0,
-                       predictions: str = PREDICTIONS_FILE) -> dict:
+                       predictions: str = PREDICTIONS_FILE,
+                       colour_check: dict[str, int] | None = None) -> dict:
     """Pool the test parts of the fold runs, with and without per-fold temperature scaling.
 
     Args:
@@ -181,6 +196,12 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERT
         block_size: file numbers per bootstrap block.
         predictions: the per-run file to pool (``predictions_tta.csv`` for test-time
             augmentation).
+        colour_check: the colour check's class for each test image (:func:`image_key` ->
+            class, out of fold, from :func:`all_tf.experiments.audit.colour_baseline_oof`):
+            adds ``"colour_check"``, the raw predictions answered only where the confidence
+            reaches ``threshold`` and the colour check names the same class
+            (:func:`abstention`, plus ``disagreements``, the share of images where it does
+            not, and ``missing``, images it has no class for, which count as disagreeing).
 
     Returns:
         ``{"raw": metrics, "calibrated": metrics, "ci": {...}, "ci_calibrated": {...},
@@ -215,8 +236,13 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERT
     y, raw, cal = (np.concatenate(a)[keep] for a in (ys, raw, cal))
     strict = np.concatenate(strict)[keep]
     blocks = block_ids(y, np.concatenate(numbers)[keep], block_size)
-    answered = raw.max(axis=1) >= strict
-    wrong = raw.argmax(axis=1) != y
+    y_pred = raw.argmax(axis=1)
+    checked = None
+    if colour_check is not None:
+        colour = np.array([colour_check.get(image_key(p), -1) for p in paths[keep]])
+        agree = colour == y_pred
+        checked = {**abstention(y, y_pred, agree & (raw.max(axis=1) >= threshold)),
+                   "disagreements": float(np.mean(~agree)), "missing": int(np.sum(colour < 0))}
     return {
         "raw": oof_metrics(y, raw, threshold),
         "calibrated": oof_metrics(y, cal, threshold),
@@ -229,12 +255,9 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERT
         "duplicates_dropped": int(len(paths) - len(keep)),
         "sweep": threshold_sweep(y, raw),
         # per fold, the threshold flagging 90 % of its validation errors, scored on its test fold
-        "val_chosen_threshold": {
-            "thresholds": val_thresholds,
-            "coverage": float(answered.mean()),
-            "confident_accuracy": float(np.mean(~wrong[answered])) if answered.any() else None,
-            "errors_flagged": float(np.mean(~answered[wrong])) if wrong.any() else None,
-        },
+        "val_chosen_threshold": {"thresholds": val_thresholds,
+                                 **abstention(y, y_pred, raw.max(axis=1) >= strict)},
+        "colour_check": checked,
     }
 
 
@@ -308,6 +331,21 @@ def crossval_markdown(results: dict[str, dict], colour: dict | None = None,
                                    f"{_pct(c['errors_flagged'])} |")
     else:
         lines_sweep = []
+    checks = {name: r for name, r in results.items() if r.get("colour_check")}
+    if checks:
+        lines_sweep += ["", "Colour check: a prediction is answered only where its confidence "
+                        "reaches the threshold and a logistic regression on the field's colour "
+                        "histograms (fitted on the same fold) names the same class; coverage / "
+                        "accuracy on the answered / errors flagged, in %.", "",
+                        "| recipe | threshold alone | threshold + colour check | colour disagrees |",
+                        "|---|---|---|---|"]
+        for name, r in checks.items():
+            raw, c = r["raw"], r["colour_check"]
+            lines_sweep.append(
+                f"| {name} | {_pct(raw['coverage'])} / {_pct(raw['confident_accuracy'])} / "
+                f"{_pct(raw['errors_flagged'])} | {_pct(c['coverage'])} / "
+                f"{_pct(c['confident_accuracy'])} / {_pct(c['errors_flagged'])} | "
+                f"{_pct(c['disagreements'])} |")
     if peer:
         lines.append(
             f"| {peer['name']} | 3256 | {_pct(peer['balanced_accuracy'])}"

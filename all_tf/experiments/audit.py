@@ -24,24 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from all_tf import CLASS_NAMES
+from all_tf.inference.colour_check import HIST_BINS, colour_histogram, rgb_histogram
 from all_tf.preprocessing.label_corner import label_box_slices, mask_label_corner
 
-HIST_BINS = 32
 FEATURE_SETS = {
     "colour": "RGB histograms, whole image",
     "colour_reinhard": "RGB histograms after Reinhard to one target",
     "colour_corner_masked": "RGB histograms, label corner masked",
     "corner_only": "RGB histograms of the label corner only",
 }
-
-
-def rgb_histogram(rgb: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
-    """Per-channel histograms of uint8 RGB, each normalised to sum 1; float32 (3 * bins,)."""
-    import cv2
-
-    rgb = np.ascontiguousarray(rgb)
-    hists = [cv2.calcHist([rgb], [c], None, [bins], [0, 256]).ravel() for c in range(3)]
-    return np.concatenate([h / max(h.sum(), 1.0) for h in hists]).astype(np.float32)
 
 
 def image_features(rgb: np.ndarray, target: dict, bins: int = HIST_BINS) -> dict[str, np.ndarray]:
@@ -122,13 +113,20 @@ def colour_baselines(split, target: dict | None = None, seed: int = 0,
 
 def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
                         seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
-    """Random forest on RGB histograms (label corner masked) under the contiguous folds of
-    ``split_cfg``: fitted on each fold's training + validation part, pooled over test parts.
+    """Colour models under the contiguous folds of ``split_cfg``, each fitted on a fold's
+    training + validation part and scored on its test part, pooled over the test parts:
+
+    * the colour baseline, a random forest on RGB histograms (label corner masked);
+    * the colour check (:class:`~all_tf.inference.colour_check.ColourCheck`), whose class on
+      each test image lets :func:`~all_tf.evaluation.crossval.pooled_out_of_fold` score a
+      network with the check applied.
 
     ``folds``: the fold indices pooled (default all ``split_cfg.n_folds``).
 
     Returns:
-        ``{"raw": metrics, "ci": {...}}`` as in :func:`pooled_out_of_fold` (no calibration).
+        ``{"raw": metrics, "ci": {...}}`` of the forest as in :func:`pooled_out_of_fold` (no
+        calibration), and ``"check": {image key: class}`` of the colour check
+        (:func:`~all_tf.evaluation.crossval.image_key`).
     """
     import dataclasses
 
@@ -136,31 +134,41 @@ def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
 
     from all_tf.data import assign_groups, make_split, scan_dataset
     from all_tf.data.splits import sequence_numbers
-    from all_tf.evaluation.crossval import block_bootstrap_ci, block_ids, oof_metrics
-    from all_tf.preprocessing.label_corner import mask_label_corner
+    from all_tf.evaluation.crossval import block_bootstrap_ci, block_ids, image_key, oof_metrics
+    from all_tf.inference.colour_check import ColourCheck
 
     records = assign_groups(scan_dataset(data_dir).records)
     images = _read_all(records)
     features = {r.path: rgb_histogram(mask_label_corner(im))
                 for r, im in zip(records, images, strict=True) if im is not None}
+    check_features = {r.path: colour_histogram(im)
+                      for r, im in zip(records, images, strict=True) if im is not None}
     numbers = dict(zip((r.path for r in records), sequence_numbers(records), strict=True))
-    ys, ps, nums = [], [], []
+    ys, ps, nums, check = [], [], [], {}
     for fold in range(split_cfg.n_folds) if folds is None else folds:
         cfg = dataclasses.replace(split_cfg, kind="contiguous", fold=fold)
         split = make_split(records, cfg)
         fit = [r for r in split.train + split.val if r.path in features]
         test = [r for r in split.test if r.path in features]
+        x_fit = np.stack([features[r.path] for r in fit])
+        y_fit = np.array([r.label for r in fit])
+        x_test = np.stack([features[r.path] for r in test])
         forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=2)
-        forest.fit(np.stack([features[r.path] for r in fit]), [r.label for r in fit])
+        forest.fit(x_fit, y_fit)
         p = np.zeros((len(test), len(CLASS_NAMES)))
-        p[:, forest.classes_] = forest.predict_proba(np.stack([features[r.path] for r in test]))
+        p[:, forest.classes_] = forest.predict_proba(x_test)
+        check_fit = ColourCheck.fit(np.stack([check_features[r.path] for r in fit]), y_fit,
+                                    len(CLASS_NAMES))
+        classes = check_fit.classes(np.stack([check_features[r.path] for r in test]))
+        check.update({image_key(r.path): int(k) for r, k in zip(test, classes, strict=True)})
         ys.append([r.label for r in test])
         ps.append(p)
         nums.append([numbers[r.path] for r in test])
     y, p = np.concatenate(ys), np.concatenate(ps)
     blocks = block_ids(y, np.concatenate(nums), block_size)
     return {"raw": oof_metrics(y, p), "ci": block_bootstrap_ci(y, p, blocks, n_boot=n_boot,
-                                                               seed=seed)}
+                                                               seed=seed),
+            "check": check}
 
 
 def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int = 32) -> dict:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from all_tf.export.graph_preprocessing import resize_uint8, rgb_to_lab8
+from all_tf.export.graph_preprocessing import mask_label_corner_graph, resize_uint8, rgb_to_lab8
+from all_tf.inference.colour_check import HIST_BINS, ColourCheck
 from all_tf.inference.gate import (
     CHECKS,
     CONTRAST_SHARE,
@@ -104,12 +105,34 @@ def mahalanobis_graph(features: tf.Tensor, means: np.ndarray, precision: np.ndar
     return tf.reduce_min(dist, axis=1)
 
 
+def colour_histogram_graph(rgb: tf.Tensor, bins: int = HIST_BINS) -> tf.Tensor:
+    """float32 (3 * bins,): in-graph :func:`all_tf.inference.colour_check.colour_histogram`
+    of one uint8 (H, W, 3) image."""
+    x = tf.reshape(tf.cast(mask_label_corner_graph(resize_uint8(rgb, GATE_SIZE)), tf.float32),
+                   [-1, 3])
+    n = float(GATE_SIZE * GATE_SIZE)
+    return tf.concat([tf.cast(tf.histogram_fixed_width(x[:, c], [0.0, 256.0], nbins=bins),
+                              tf.float32) / n for c in range(3)], axis=0)
+
+
+def colour_class_graph(histograms: tf.Tensor, check: ColourCheck) -> tf.Tensor:
+    """int64 [N]: the colour check's class for histograms float32 (N, D)."""
+    x = (histograms - tf.constant(check.mean)) / tf.constant(check.scale)
+    logits = tf.matmul(x, tf.constant(check.coef), transpose_b=True) + tf.constant(
+        check.intercept)
+    return tf.argmax(logits, axis=1, output_type=tf.int64)
+
+
 def status_graph(confidence: tf.Tensor, threshold: float, reason: tf.Tensor,
-                 ood_score: tf.Tensor | None = None, ood_threshold: float | None = None
-                 ) -> tf.Tensor:
-    """string [N]: ``ok``, ``uncertain`` or ``rejected:<reason>`` (as ``Gate.status``)."""
+                 ood_score: tf.Tensor | None = None, ood_threshold: float | None = None,
+                 disagrees: tf.Tensor | None = None) -> tf.Tensor:
+    """string [N]: ``ok``, ``uncertain`` or ``rejected:<reason>`` (as ``Gate.status``);
+    ``disagrees`` bool [N]: the colour check names another class."""
     if ood_score is not None and ood_threshold is not None:
         reason = tf.where((reason == "") & (ood_score > ood_threshold), "out_of_distribution",
                           reason)
-    plain = tf.where(confidence < threshold, "uncertain", "ok")
+    uncertain = confidence < threshold
+    if disagrees is not None:
+        uncertain = uncertain | disagrees
+    plain = tf.where(uncertain, "uncertain", "ok")
     return tf.where(reason == "", plain, tf.strings.join(["rejected:", reason]))

@@ -24,7 +24,10 @@ stored with the model) and ``status`` string [N]: ``ok``, ``uncertain`` or
 ``rejected:<reason>`` (then ``class_id`` is -1 and ``class_name`` empty). A model exported
 with a gate (``gate.json`` beside it) also returns
 ``ood_score`` float32 [N]; ``serving_default`` then rejects by the input checks (exposure,
-saturation, focus, stain) and the feature distance, ``predict_pixels`` by the distance only. A bad image fails
+saturation, focus, stain) and the feature distance, ``predict_pixels`` by the distance only.
+A gate with a colour check (:mod:`all_tf.inference.colour_check`) adds ``colour_class_id``
+int64 [N] to ``serving_default``, whose ``uncertain`` and ``status`` then also mark the
+images where it names another class (``predict_pixels`` has no raw image to check). A bad image fails
 the request with an InvalidArgumentError that names its index and the reason.
 
 For runs trained on nucleus crops (``input_mode="crops"``) segmentation cannot run in the
@@ -47,6 +50,7 @@ import tensorflow as tf
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
 from all_tf.export.graph_preprocessing import preprocess_graph
+from all_tf.inference.colour_check import HIST_BINS
 from all_tf.inference.model_files import (
     DEFAULT_THRESHOLD,
     METADATA_FILE,
@@ -161,7 +165,8 @@ def to_rgb(img: tf.Tensor) -> tf.Tensor:
 
 def _outputs(probs: tf.Tensor, threshold: float, temperature: float = 1.0,
              reason: tf.Tensor | None = None, ood_score: tf.Tensor | None = None,
-             ood_threshold: float | None = None) -> dict[str, tf.Tensor]:
+             ood_threshold: float | None = None,
+             colour_class: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     from all_tf.export.graph_gate import status_graph
 
     probs = tf.cast(probs, tf.float32)
@@ -171,18 +176,22 @@ def _outputs(probs: tf.Tensor, threshold: float, temperature: float = 1.0,
     confidence = tf.reduce_max(probs, axis=1)
     if reason is None:
         reason = tf.fill(tf.shape(confidence), "")
-    status = status_graph(confidence, threshold, reason, ood_score, ood_threshold)
+    disagrees = None if colour_class is None else colour_class != class_id
+    status = status_graph(confidence, threshold, reason, ood_score, ood_threshold, disagrees)
     rejected = tf.strings.regex_full_match(status, "rejected:.*")
     out = {
         "probabilities": probs,
         "class_id": tf.where(rejected, tf.constant(-1, tf.int64), class_id),
         "class_name": tf.where(rejected, "", tf.gather(tf.constant(list(CLASS_NAMES)), class_id)),
         "confidence": confidence,
-        "uncertain": confidence < threshold,
+        "uncertain": confidence < threshold if disagrees is None
+        else (confidence < threshold) | disagrees,
         "status": status,
     }
     if ood_score is not None:
         out["ood_score"] = ood_score
+    if colour_class is not None:
+        out["colour_class_id"] = colour_class
     return out
 
 
@@ -287,6 +296,7 @@ def export_saved_model(
         return probs, mahalanobis_graph(feats, distance.means, distance.precision)
 
     ood_threshold = None if distance is None else distance.threshold
+    colour = gate.colour if gate is not None else None
 
     def predict_pixels(pixels):
         pixels = check_pixel_range(pixels, lo, hi)
@@ -296,24 +306,30 @@ def export_saved_model(
     def serve_bytes(image_bytes):
         from all_tf.export.graph_gate import (
             GRAPH_STATISTICS,
+            colour_class_graph,
+            colour_histogram_graph,
             gate_reason_graph,
             gate_statistics_graph,
         )
 
         n_stats = len(GRAPH_STATISTICS)
+        n_bins = 3 * HIST_BINS
         n = tf.shape(image_bytes)[0]
 
         def one(args):
             rgb = decode_checked(args[0], args[1])
             stats = gate_statistics_graph(rgb) if gate is not None else tf.zeros([n_stats])
-            return preprocess_graph(rgb, cfg.preprocess), stats
+            hist = colour_histogram_graph(rgb) if colour is not None else tf.zeros([n_bins])
+            return preprocess_graph(rgb, cfg.preprocess), stats, hist
 
-        pixels, stats = tf.map_fn(
+        pixels, stats, hists = tf.map_fn(
             one, (image_bytes, tf.range(n)),
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32),
-                                 tf.TensorSpec([n_stats], tf.float32)),
+                                 tf.TensorSpec([n_stats], tf.float32),
+                                 tf.TensorSpec([n_bins], tf.float32)),
         )
         reason = gate_reason_graph(stats, gate.bounds) if gate is not None else None
+        colour_class = colour_class_graph(hists, colour) if colour is not None else None
         if cfg.tta:  # mean over the 8 flips and 90-degree rotations, as predict does
             views = [tf.image.rot90(im, k) for im in (pixels, tf.image.flip_left_right(pixels))
                      for k in range(4)]
@@ -323,7 +339,7 @@ def export_saved_model(
                 ood = ood[:n]
         else:
             probs, ood = run_model(pixels)
-        return _outputs(probs, threshold, temperature, reason, ood, ood_threshold)
+        return _outputs(probs, threshold, temperature, reason, ood, ood_threshold, colour_class)
 
     pixel_spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name="pixels")]
     archive = keras.export.ExportArchive()
@@ -352,7 +368,9 @@ def export_saved_model(
                 },
                 "predict_pixels": {"inputs": {"pixels": f"float32 [N,{size},{size},3] in [{lo}, {hi}]"}},
                 "outputs": ["probabilities", "class_id", "class_name", "confidence", "uncertain",
-                            "status"] + (["ood_score"] if distance is not None else []),
+                            "status"] + (["ood_score"] if distance is not None else [])
+                           + (["colour_class_id (serving_default)"] if colour is not None
+                              else []),
             },
             input={"layout": "NHWC", "dtype": "float32", "value_range": [lo, hi],
                    "shape": [None, size, size, 3]},

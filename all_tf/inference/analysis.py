@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from all_tf.config import Config
+from all_tf.inference.colour_check import HIST_BINS, ColourCheck, colour_histogram
 from all_tf.inference.gate import FeatureDistance, Gate, fit_input_bounds, image_statistics
 
 
@@ -27,13 +28,15 @@ from all_tf.inference.gate import FeatureDistance, Gate, fit_input_bounds, image
 class Analysis:
     """Rows for N images: ``statistics`` (N dicts), ``probabilities`` float32 (N, C),
     ``features`` float32 (N, D), ``labels`` int (N,) (-1 unknown), ``kept`` (N,) positions in
-    the input that could be read."""
+    the input that could be read, ``colours`` float32 (N, 3 * bins) the colour check's
+    histograms."""
 
     statistics: list[dict]
     probabilities: np.ndarray
     features: np.ndarray
     labels: np.ndarray
     kept: np.ndarray
+    colours: np.ndarray
 
 
 def probabilities_and_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -71,7 +74,7 @@ def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: in
             p, f = plain(dihedral_views(x))
             return p.reshape(8, n, -1).mean(axis=0), f[:n]
 
-    stats, probs, feats, batch = [], [], [], []
+    stats, colours, probs, feats, batch = [], [], [], [], []
 
     def flush():
         if batch:
@@ -83,6 +86,7 @@ def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: in
     images = list(images)
     for rgb in images:
         stats.append(image_statistics(rgb, cfg.segmentation))
+        colours.append(colour_histogram(rgb))
         batch.append(preprocess_image(rgb, cfg.preprocess))
         if len(batch) == batch_size:
             flush()
@@ -91,7 +95,8 @@ def analyse_images(images: Iterable[np.ndarray], cfg: Config, fn, batch_size: in
     y = np.full(n, -1) if labels is None else np.asarray(list(labels))
     return Analysis(stats, np.concatenate(probs) if probs else np.zeros((0, 4), np.float32),
                     np.concatenate(feats) if feats else np.zeros((0, 0), np.float32), y,
-                    np.arange(n))
+                    np.arange(n), np.stack(colours) if colours
+                    else np.zeros((0, 3 * HIST_BINS), np.float32))
 
 
 def analyse_records(records, cfg: Config, fn, batch_size: int = 32) -> Analysis:
@@ -116,9 +121,16 @@ OOD_FACTOR = 3.0  # a new slide batch lies farther than the validation block (do
 
 
 def fit_gate(train: Analysis, val: Analysis, quantile: float = OOD_QUANTILE,
-             factor: float = OOD_FACTOR) -> Gate:
+             factor: float = OOD_FACTOR, colour_check: bool = True) -> Gate:
     """A gate whose input bounds come from ``train`` images and whose feature distance is
-    fitted on ``train``, its threshold ``factor`` times the ``quantile`` of ``val`` scores."""
+    fitted on ``train``, its threshold ``factor`` times the ``quantile`` of ``val`` scores;
+    with ``colour_check``, a colour check fitted on ``train`` and ``val`` together (as the
+    cross-validation measures it)."""
     distance = FeatureDistance.fit(train.features, train.labels)
     distance.calibrate(val.features, quantile, factor)
-    return Gate(fit_input_bounds(train.statistics), distance)
+    colour = None
+    if colour_check:
+        colour = ColourCheck.fit(np.concatenate([train.colours, val.colours]),
+                                 np.concatenate([train.labels, val.labels]),
+                                 n_classes=train.probabilities.shape[1])
+    return Gate(fit_input_bounds(train.statistics), distance, colour=colour)

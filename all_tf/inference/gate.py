@@ -13,7 +13,8 @@ The gate runs before the class is reported and gives every prediction a status:
   in training: another magnification, or a single-cell crop), or
   ``out_of_distribution`` (the model's pooled features are far from every class of its
   training images: Mahalanobis distance to the nearest class mean, shared covariance);
-* ``uncertain`` — the calibrated confidence is below the model's threshold;
+* ``uncertain`` — the calibrated confidence is below the model's threshold, or the model's
+  colour check (:mod:`all_tf.inference.colour_check`), where it has one, names another class;
 * ``ok``.
 
 Every bound is fitted on training images, not set by hand (:func:`fit_input_bounds`,
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from all_tf.inference.colour_check import ColourCheck
 
 GATE_SIZE = 224
 STATISTICS = ("brightness", "saturation", "focus", "stain_a", "stain_b", "nucleus_a",
@@ -280,35 +283,49 @@ class Gate:
     """Input bounds and feature distance of one model (``gate.json`` + ``ood.npz``).
 
     ``ood_threshold`` stands in for ``distance.threshold`` where only the scores are known
-    (a SavedModel computes the distance in its graph).
+    (a SavedModel computes the distance in its graph). ``colour`` is the colour check, or None.
     """
 
     bounds: dict
     distance: FeatureDistance | None = None
     ood_threshold: float | None = None
+    colour: ColourCheck | None = None
 
     @property
     def threshold(self) -> float | None:
         """The feature-distance threshold, or None."""
         return self.distance.threshold if self.distance is not None else self.ood_threshold
 
+    def colour_class(self, rgb: np.ndarray) -> int | None:
+        """The colour check's class for an RGB uint8 field (H, W, 3), or None without one."""
+        if self.colour is None:
+            return None
+        from all_tf.inference.colour_check import colour_histogram
+
+        return int(self.colour.classes(colour_histogram(rgb)[None])[0])
+
     def status(self, stats: dict[str, float], ood_score: float | None, confidence: float,
-               threshold: float) -> str:
-        """``"ok"``, ``"uncertain"`` or ``"rejected:<reason>"`` for one image."""
+               threshold: float, predicted: int | None = None,
+               colour_class: int | None = None) -> str:
+        """``"ok"``, ``"uncertain"`` or ``"rejected:<reason>"`` for one image whose predicted
+        class is ``predicted`` and whose colour check class (:meth:`colour_class`) is
+        ``colour_class`` (None: not checked)."""
         reason = input_reason(stats, self.bounds)
         if reason is None and ood_score is not None and self.threshold is not None \
                 and ood_score > self.threshold:
             reason = "out_of_distribution"
         if reason is not None:
             return f"rejected:{reason}"
-        return "uncertain" if confidence < threshold else "ok"
+        disagrees = colour_class is not None and colour_class != predicted
+        return "uncertain" if confidence < threshold or disagrees else "ok"
 
     def to_dict(self) -> dict:
         return {"format": "all_tf.gate", "version": 1, "gate_size": GATE_SIZE,
                 "bounds": self.bounds, "checks": [list(c) for c in CHECKS],
                 "ood": None if self.distance is None else {
                     "method": "mahalanobis_min_class", "file": OOD_FILE,
-                    "threshold": self.distance.threshold}}
+                    "threshold": self.distance.threshold},
+                "colour_check": None if self.colour is None else self.colour.to_dict()}
 
     def save(self, folder: str | Path) -> None:
         from all_tf.io import atomic_write_text
@@ -331,4 +348,14 @@ class Gate:
         except (OSError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: not an all_tf gate file ({e})") from None
         distance = FeatureDistance.load(folder / OOD_FILE) if doc.get("ood") else None
-        return cls(bounds, distance)
+        return cls(bounds, distance, colour=colour_check_from(doc, path))
+
+
+def colour_check_from(doc: dict, source) -> ColourCheck | None:
+    """The colour check stored in a gate document, or None; ValueError naming ``source``."""
+    if not doc.get("colour_check"):
+        return None
+    try:
+        return ColourCheck.from_dict(doc["colour_check"])
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None

@@ -161,7 +161,11 @@ def export_metadata(cfg: Config, threshold: float, **extra: Any) -> dict[str, An
         "uncertainty_rule": "probabilities = softmax(log(model output) / temperature), "
                             "averaged over the 8 flips and 90-degree rotations of the input "
                             "when tta is true; uncertain = max(probabilities) < "
-                            "uncertainty_threshold",
+                            "uncertainty_threshold, or, when gate.colour_check is present, its "
+                            "class differs from argmax(probabilities) (class = argmax((h - mean)"
+                            " / scale @ coef.T + intercept), h = the 3 x 32-bin RGB histograms, "
+                            "each summing to 1, of the image resized to gate_size with its label "
+                            "corner masked)",
         "preprocessing": dataclasses.asdict(cfg.preprocess),
         "segmentation": dataclasses.asdict(cfg.segmentation),
         "model": dataclasses.asdict(cfg.model),

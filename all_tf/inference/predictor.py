@@ -29,7 +29,7 @@ from all_tf.config import Config
 
 PROB_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
 COLUMNS = ["file", "status", "class", "confidence", "uncertain", *PROB_COLUMNS, "ood_score",
-           "nuclei", "error"]
+           "colour_class", "nuclei", "error"]
 
 
 @dataclass
@@ -166,7 +166,10 @@ def _gate_from_metadata(meta: dict):
     doc = meta.get("gate")
     if not doc:
         return None
-    return Gate(doc["bounds"], None, ood_threshold=(doc.get("ood") or {}).get("threshold"))
+    from all_tf.inference.gate import colour_check_from
+
+    return Gate(doc["bounds"], None, ood_threshold=(doc.get("ood") or {}).get("threshold"),
+                colour=colour_check_from(doc, "export metadata"))
 
 
 def _saved_model_fn(path: Path):
@@ -243,7 +246,7 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
     threshold = backend.threshold if threshold is None else float(threshold)
     files = [p for p, _ in collect_inputs(items, labelled=False)]
     rows: list[dict] = []
-    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None]] = []
+    pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None, int | None]] = []
     gate = backend.gate
     overlay_names: set[str] = set()
 
@@ -260,7 +263,7 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             pending.clear()
             return
         start = 0
-        for row, xi, rgb, boxes, stats in pending:
+        for row, xi, rgb, boxes, stats, colour in pending:
             p = backend.calibrate(probs[start:start + len(xi)].mean(axis=0, keepdims=True))[0]
             ood = None
             if ood_scores is not None:  # with tta: the unrotated view, as the gate was fitted
@@ -269,10 +272,13 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
                 row["ood_score"] = round(ood, 4)
             start += len(xi)
             k = int(np.argmax(p))
-            status = gate.status(stats, ood, float(p[k]), threshold) if gate is not None \
-                else ("uncertain" if p[k] < threshold else "ok")
+            status = gate.status(stats, ood, float(p[k]), threshold, k, colour) \
+                if gate is not None else ("uncertain" if p[k] < threshold else "ok")
             row.update({"status": status, "confidence": round(float(p[k]), 6),
-                        "uncertain": bool(p[k] < threshold)})
+                        "uncertain": bool(p[k] < threshold or (colour is not None
+                                                               and colour != k))})
+            if colour is not None:
+                row["colour_class"] = CLASS_NAMES[colour]
             if not status.startswith("rejected"):
                 row["class"] = CLASS_NAMES[k]
             row.update({c: round(float(v), 6) for c, v in zip(PROB_COLUMNS, p, strict=True)})
@@ -303,11 +309,12 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             row["nuclei"] = int(len(boxes))
             x = _model_inputs(rgb, cfg, mask)
             stats = image_statistics(rgb, cfg.segmentation) if gate is not None else None
+            colour = gate.colour_class(rgb) if gate is not None else None
         except (ImageReadError, ValueError, OSError) as e:
             row["error"] = str(e)
             row["status"] = "error"
             continue
-        pending.append((row, x, rgb if overlay_dir is not None else None, boxes, stats))
+        pending.append((row, x, rgb if overlay_dir is not None else None, boxes, stats, colour))
         if sum(len(p[1]) for p in pending) >= batch_size:
             flush()
     flush()
