@@ -320,3 +320,31 @@ def test_graph_gate_rejects_a_swapped_field_and_skips_checks_without_bounds(samp
             for im in (rgb, np.ascontiguousarray(rgb[..., [1, 0, 2]]))]
     graph = [r.decode() for b in (bounds, without) for r in gate_reason_graph(stats, b).numpy()]
     assert graph == host == ["", "unusual_stain", "", ""]
+
+
+def test_only_colour_check_adds_it_to_a_release_and_changes_nothing_else(gated_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from all_tf.cli.calibrate import main
+    from all_tf.models.released import verify_checksums, write_checksums
+
+    folder = tmp_path / "release"
+    shutil.copytree(gated_run, folder, ignore=shutil.ignore_patterns("export"))
+    doc = json.loads((folder / "gate.json").read_text())
+    assert doc["colour_check"] is not None  # calibrate fits it by default
+    doc["colour_check"] = None  # as a gate fitted before the colour check existed
+    (folder / "gate.json").write_text(json.dumps(doc))
+    write_checksums(folder)
+    before = {n: (folder / n).read_bytes() for n in ("ood.npz", "config.json")}
+    result = CliRunner().invoke(main, [str(folder), "--only-colour-check"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    after = json.loads((folder / "gate.json").read_text())
+    assert after["colour_check"]["method"] == "logistic_regression_rgb_histogram"
+    assert {k: v for k, v in after.items() if k != "colour_check"} == \
+        {k: v for k, v in doc.items() if k != "colour_check"}
+    assert all((folder / n).read_bytes() == b for n, b in before.items())
+    verify_checksums(folder)  # rewritten for the new gate.json
+    assert Gate.load(folder).colour is not None

@@ -23,13 +23,20 @@ from all_tf.inference.analysis import OOD_QUANTILE as GATE_QUANTILE
               show_default=True,
               help="Feature-distance threshold: 3 times this quantile of the validation "
                    "images' scores.")
-def main(run_dir, data_dir, quantile):
+@click.option("--colour-check/--no-colour-check", default=True, show_default=True,
+              help="Fit the colour check: answers whose class a logistic regression on the "
+                   "field's colour histograms does not share are marked uncertain.")
+@click.option("--only-colour-check", is_flag=True,
+              help="Add the colour check to RUN_DIR's existing gate (a run or a saved_models/ "
+                   "release) and change nothing else.")
+def main(run_dir, data_dir, quantile, colour_check, only_colour_check):
     """Fit the temperature and input gate of RUN_DIR (a finished run) and store them there."""
     from all_tf.evaluation.runs import RunDirError
-    from all_tf.experiments.calibration import calibrate_run
+    from all_tf.experiments.calibration import add_colour_check, calibrate_run
 
     try:
-        summary = calibrate_run(run_dir, data_dir, quantile)
+        summary = add_colour_check(run_dir, data_dir) if only_colour_check else \
+            calibrate_run(run_dir, data_dir, quantile, colour_check=colour_check)
     except (RunDirError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary, indent=2))
