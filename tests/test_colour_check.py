@@ -36,9 +36,10 @@ def test_fits_separable_colours_and_never_names_an_absent_class():
 
 
 def test_histogram_ignores_the_label_corner():
-    field = _fields((200, 80, 90), 1, 0)[0]
+    rng = np.random.default_rng(0)
+    field = np.clip(rng.normal((200, 80, 90), 12, (224, 224, 3)), 0, 255).astype(np.uint8)
     marked = field.copy()
-    marked[-6:, -10:] = 255  # a white scale-bar label in the bottom-right corner
+    marked[-30:, -45:] = 255  # a white scale-bar label in the bottom-right corner
     assert colour_histogram(field).shape == (3 * HIST_BINS,)
     assert np.allclose(colour_histogram(field), colour_histogram(marked))
 

@@ -85,7 +85,13 @@ def _lab_tables() -> dict[str, np.ndarray]:
     gamma_b = np.rint(255.0 * (1 << _GAMMA_SHIFT) * _srgb_gamma(i256 / 255.0)).astype(np.int32)
     n_cbrt = 256 * 3 // 2 * (1 << _GAMMA_SHIFT)
     x = np.arange(n_cbrt).astype(_F32) * _F32(1.0 / (255.0 * (1 << _GAMMA_SHIFT)))
-    f = np.where(x < _F32(0.008856), x * _F32(7.787) + _F32(16.0 / 116.0), np.cbrt(x)).astype(_F32)
+    # The cube root rounded once from float64: numpy's float32 cbrt is SIMD code whose last
+    # bit depends on the CPU and the numpy version. OpenCV's softfloat cbrt is one float32 ulp
+    # below that at i = 324, where 2^15 * cbrt falls exactly on a .5 tie (checked on all 2^24
+    # RGB colours against OpenCV 4.12-4.14).
+    cube_root = np.cbrt(x.astype(np.float64)).astype(_F32)
+    cube_root[324] = np.nextafter(cube_root[324], _F32(0))
+    f = np.where(x < _F32(0.008856), x * _F32(7.787) + _F32(16.0 / 116.0), cube_root).astype(_F32)
     cbrt_b = np.rint(_F32(1 << _LAB_SHIFT2) * f).astype(np.int32)
     xyz_coeffs = np.rint((1 << _LAB_SHIFT) * _RGB2XYZ / _D65[:, None]).astype(np.int32)
 
