@@ -77,7 +77,7 @@ def test_colour_swapped_fields_are_rejected_as_unusual_stain(sample_images, boun
         assert not bounds["contrast_hue"][0] <= swapped["contrast_hue"] <= bounds["contrast_hue"][1]
         only_by_contrast += input_reason(swapped, without) is None
     assert only_by_contrast >= 3  # the old checks let these through
-    from all_tf.cli.rejection import synthetic_images  # every permutation of all-tf rejection
+    from all_tf.experiments.rejection import synthetic_images  # every all-tf rejection permutation
 
     for image in synthetic_images("colour_shuffled", sample_images[1::8]):
         assert input_reason(image_statistics(image), bounds) is not None
