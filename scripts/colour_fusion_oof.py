@@ -82,15 +82,17 @@ def main(protocol_dir, data_dir, tta, n_boot):
             "colour check (logistic regression on colour histograms)": colour,
             "mean of the two": (net + colour) / 2,
             "geometric mean of the two": geometric / geometric.sum(axis=1, keepdims=True)}
-    click.echo("| probabilities | images | balanced acc. [95 % CI] | macro F1 | ECE | "
-               "recall Benign / Early / Pre / Pro |\n| --- | --- | --- | --- | --- | --- |")
+    click.echo("| probabilities | images | balanced acc. [95 % CI] | macro F1 | ECE | errors "
+               "flagged (< 0.7) | recall Benign / Early / Pre / Pro |\n"
+               "| --- | --- | --- | --- | --- | --- | --- |")
     for name, p in rows.items():
         m = oof_metrics(y, p)
         lo, hi = block_bootstrap_ci(y, p, blocks, n_boot=n_boot)["balanced_accuracy"]
         recall = " / ".join(f"{100 * v:.1f}" for v in m["recall"].values())
+        flagged = "–" if m["errors_flagged"] is None else f"{100 * m['errors_flagged']:.1f}"
         click.echo(f"| {name} | {m['n']} | {100 * m['balanced_accuracy']:.1f} "
                    f"[{100 * lo:.1f}, {100 * hi:.1f}] | {100 * m['macro_f1']:.1f} | "
-                   f"{100 * m['ece']:.1f} | {recall} |")
+                   f"{100 * m['ece']:.1f} | {flagged} | {recall} |")
 
 
 if __name__ == "__main__":
