@@ -27,6 +27,7 @@ from typing import Any
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
+from all_tf.training.precision import set_precision
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,7 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if cfg.train.mixed_precision else "float32")
+    set_precision(cfg.train.mixed_precision)
     batch = cfg.train.batch_size
     steps = max(1, -(-len(split.train) // batch))
     if cfg.preprocess.input_mode == "crops":
