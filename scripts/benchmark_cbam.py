@@ -32,7 +32,7 @@ PLACEMENTS = ("none", "final", "stages", "every_block")
     "model_name",
     default="efficientnetv2s_cbam",
     show_default=True,
-    help="A *_cbam name from all_tf.models.MODEL_NAMES.",
+    help="A name from all_tf.models.MODEL_NAMES (placements apply to *_cbam names only).",
 )
 @click.option(
     "--placements",

@@ -2,7 +2,8 @@
 
 On a CPU without bfloat16 instructions (no ``avx512_bf16`` or ``amx_bf16``, e.g. AVX2-only
 x86) TensorFlow emulates bfloat16 arithmetic: a training step of EfficientNetV2-S + CBAM
-(batch 32, 128 px) takes about 10 times as long as in float32 (``docs/benchmarks.md``).
+(batch 32, 128 px) takes about 10 times as long as in float32, one of MobileNetV3-Small
+about 3 times (``docs/benchmarks.md``).
 ``mixed_precision`` pays only on accelerators and on CPUs that have those instructions.
 
 Example:
