@@ -1,9 +1,13 @@
-"""Shared test helpers: Keras serialisation round trips."""
+"""Shared test helpers: Keras serialisation round trips, scripts' Click commands."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def run_layer_roundtrip(layer, x, atol: float = 1e-6):
@@ -53,3 +57,13 @@ def test_part_accuracy(run_dir) -> float:
 
 
 test_part_accuracy.__test__ = False  # a helper, not a test
+
+
+def script_command(name: str):
+    """The Click command ``main`` of ``scripts/<name>.py``, loaded without running it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

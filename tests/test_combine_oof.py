@@ -4,22 +4,13 @@ fitted per fold and fused with them, pooled out of fold."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from all_tf.config import SplitConfig
 from all_tf.data import assign_groups, make_split, scan_dataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "combine_oof.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("combine_oof", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import script_command
 
 
 def _protocol_dir(root: Path, sample_all4: Path, probabilities) -> set[str]:
@@ -50,7 +41,7 @@ def test_ensemble_and_colour_fusion_rows(sample_all4, tmp_path):
     tested = _protocol_dir(sure, sample_all4,
                            lambda label: [1.0 if k == label else 0.0 for k in range(4)])
     _protocol_dir(tmp_path / "flat", sample_all4, lambda label: [0.25] * 4)
-    result = CliRunner().invoke(_script().main, [
+    result = CliRunner().invoke(script_command("combine_oof"), [
         str(sure), str(tmp_path / "flat"), "--data-dir", str(sample_all4), "--colour",
         "--n-boot", "10"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -68,5 +59,5 @@ def test_ensemble_and_colour_fusion_rows(sample_all4, tmp_path):
 
 def test_a_protocol_dir_without_fold_runs_is_a_clear_error(tmp_path, sample_all4):
     (tmp_path / "runs").mkdir()
-    result = CliRunner().invoke(_script().main, [str(tmp_path), "--data-dir", str(sample_all4)])
+    result = CliRunner().invoke(script_command("combine_oof"), [str(tmp_path), "--data-dir", str(sample_all4)])
     assert result.exit_code == 1 and "no finished contiguous fold runs" in result.output

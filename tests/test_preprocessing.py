@@ -318,15 +318,9 @@ def test_augmentation_rejects_bad_jitter(keras):
 
 
 def test_benchmark_script_runs(sample_all4, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     from click.testing import CliRunner
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_preprocessing.py"
-    spec = importlib.util.spec_from_file_location("all_tf_script_benchmark_preprocessing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.helpers import script_command
     args = [
         "--data",
         str(sample_all4 / "Pro"),
@@ -336,10 +330,10 @@ def test_benchmark_script_runs(sample_all4, tmp_path):
         "1",
         "--hed-percentiles",
     ]
-    result = CliRunner().invoke(module.main, args)
+    result = CliRunner().invoke(script_command("benchmark_preprocessing"), args)
     assert result.exit_code == 0, result.output
     assert "| hed |" in result.output and "H: " in result.output
-    result = CliRunner().invoke(module.main, ["--data", str(tmp_path)])
+    result = CliRunner().invoke(script_command("benchmark_preprocessing"), ["--data", str(tmp_path)])
     assert result.exit_code != 0 and "no .jpg/.png images" in result.output
 
 

@@ -63,12 +63,9 @@ def _absolute(args: list[str], cwd: Path) -> list[str]:
 
 def _click_command(target: str):
     if target.endswith(".py"):  # a script: its Click command, without running it
-        from importlib.util import module_from_spec, spec_from_file_location
+        from tests.helpers import script_command
 
-        spec = spec_from_file_location(Path(target).stem, REPO / target)
-        module = module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.main
+        return script_command(Path(target).stem)
     if target.startswith("all-tf "):
         from all_tf.cli.main import COMMANDS
 

@@ -23,6 +23,7 @@ from all_tf.segmentation import (
     segment_nuclei,
     watershed_nuclei,
 )
+from tests.helpers import script_command
 
 PINK = (235, 190, 200)  # red-cell / background tone, PI about -0.08
 PURPLE = (110, 40, 150)  # nucleus tone, PI about 0.36
@@ -427,22 +428,12 @@ def test_one_object_per_white_cell_on_segwbc(segwbc_dir, dataset, off_max, on_mi
     assert min(on) >= 1 and all(a <= b for a, b in zip(on, off, strict=True))  # never splits
 
 
-def _script_main(name):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
     from click.testing import CliRunner
 
     out = tmp_path / "seg.md"
     result = CliRunner().invoke(
-        _script_main("benchmark_segmentation"),
+        script_command("benchmark_segmentation"),
         [
             "--data",
             str(sample_segwbc),
@@ -463,10 +454,10 @@ def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
     assert "| dataset1 | 5 | expert masks | – | 1.00 |" in text
     assert "| dataset2 | 5 | 3-class Otsu-PI | off |" in text
     assert "| dataset2 | 5 | Otsu-PI | 0.5, colour | 6.00 |" in text  # 7.40 without merging
-    result = CliRunner().invoke(_script_main("benchmark_segmentation"),
+    result = CliRunner().invoke(script_command("benchmark_segmentation"),
                                 ["--data", str(sample_segwbc), "--merge", "0.5:dilate"])
     assert result.exit_code != 0 and "FRACTION:BRIDGE" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = CliRunner().invoke(_script_main("benchmark_segmentation"), ["--data", str(empty)])
+    result = CliRunner().invoke(script_command("benchmark_segmentation"), ["--data", str(empty)])
     assert result.exit_code != 0 and "no images/ folders" in result.output
