@@ -149,22 +149,19 @@ def evaluate_fold(run_dir: Path, data_dir: str | None, segwbc: Path | None,
 
     knn = NearestNeighbors(n_neighbors=10).fit(unit(train.features))
 
-    def scores(a):
-        return {"mahalanobis": gate.distance.score(a.features),
-                "knn": knn.kneighbors(unit(a.features))[0][:, -1],
-                "msp": -apply_temperature(a.probabilities, temperature).max(axis=1)}
-
-    def statuses(a):
-        """(statuses with the colour check, statuses without it)."""
+    def measure(a):
+        """OOD scores of ``a`` and its statuses with and without the colour check."""
         probs = apply_temperature(a.probabilities, temperature)
-        ood = gate.distance.score(a.features)
-        colours = gate.colour.classes(a.colours)
+        scores = {"mahalanobis": gate.distance.score(a.features),
+                  "knn": knn.kneighbors(unit(a.features))[0][:, -1],
+                  "msp": -probs.max(axis=1)}
         with_colour, without = [], []
-        for s, o, p, c in zip(a.statistics, ood, probs, colours, strict=True):
+        for s, o, p, c in zip(a.statistics, scores["mahalanobis"], probs,
+                              gate.colour.classes(a.colours), strict=True):
             k = int(p.argmax())
             with_colour.append(gate.status(s, float(o), float(p[k]), threshold, k, int(c)))
             without.append(gate.status(s, float(o), float(p[k]), threshold))
-        return with_colour, without
+        return scores, with_colour, without
 
     def counts(with_colour, without):
         reasons: dict[str, int] = {}
@@ -179,7 +176,6 @@ def evaluate_fold(run_dir: Path, data_dir: str | None, segwbc: Path | None,
                                    for a, b in zip(with_colour, without, strict=True)),
                 "reasons": reasons}
 
-    test_scores = scores(test)
     sources = [read_image(split.test[k].path)
                for k in np.linspace(0, len(split.test) - 1, N_SOURCE).astype(int)]
     sets = {f"synthetic:{kind}": synthetic_images(kind, sources, seed=k)
@@ -188,24 +184,21 @@ def evaluate_fold(run_dir: Path, data_dir: str | None, segwbc: Path | None,
     if segwbc is not None:
         sets["segwbc"] = segwbc_images(segwbc)
 
-    held_with, held_without = statuses(test)
-    wrong = apply_temperature(test.probabilities, temperature).argmax(1) != test.labels
-    err_with = [s for s, w in zip(held_with, wrong, strict=True) if w]
-    err_without = [s for s, w in zip(held_without, wrong, strict=True) if w]
+    test_scores, held_with, held_without = measure(test)
+    wrong = test.probabilities.argmax(1) != test.labels  # a temperature keeps the argmax
+    errors = counts([s for s, w in zip(held_with, wrong, strict=True) if w],
+                    [s for s, w in zip(held_without, wrong, strict=True) if w])
     result = {"format": FORMAT, "run_dir": str(run_dir),
               "gate": {"temperature": temperature, "threshold": threshold, "tta": bool(cfg.tta),
                        "ood_threshold": gate.distance.threshold},
               "bounds": gate.bounds,
-              "all4_errors": {"n": len(err_with),
-                              "rejected": sum(s.startswith("rejected") for s in err_with),
-                              "uncertain_threshold": err_without.count("uncertain"),
-                              "colour_only": sum(a == "uncertain" and b == "ok" for a, b in
-                                                 zip(err_with, err_without, strict=True))},
+              "all4_errors": {"n": errors["n"], "rejected": errors["rejected"],
+                              "uncertain_threshold": errors["uncertain"] - errors["colour_only"],
+                              "colour_only": errors["colour_only"]},
               "sets": {"all4 held-out": {**counts(held_with, held_without), "auroc": None}}}
     for name, images in sets.items():
-        a = analyse_images(images, cfg, fn)
-        out_scores = scores(a)
-        result["sets"][name] = {**counts(*statuses(a)), "auroc": {
+        out_scores, with_colour, without = measure(analyse_images(images, cfg, fn))
+        result["sets"][name] = {**counts(with_colour, without), "auroc": {
             k: _auroc(test_scores[k], out_scores[k]) for k in test_scores}}
     return result
 
