@@ -74,7 +74,6 @@ def main(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from all_tf.models import CBAM, build_model
 
@@ -84,8 +83,9 @@ def main(
         return
     keras.config.set_dtype_policy(precision)
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype("float32"))
-    y = tf.constant(np.eye(4, dtype="float32")[np.arange(batch_size) % 4])
+    # NumPy batches work on every Keras backend (TensorFlow, JAX).
+    x = rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype("float32")
+    y = np.eye(4, dtype="float32")[np.arange(batch_size) % 4]
 
     models, info = {}, {}
     for placement in placements:
