@@ -232,3 +232,25 @@ print("ACC", m["accuracy"])
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ACC" in result.stdout
+
+
+@pytest.mark.slow
+def test_crop_mode_schedule_ends_with_the_last_batch(sample_all4, tmp_path):
+    # fields give 1 to max_crops crops: an estimated batch count let the cosine reach its
+    # floor halfway through training
+    from all_tf.config import Config
+    from all_tf.training import fit_run
+    from all_tf.training.callbacks import read_history
+
+    cfg = Config.preset("quick").override({
+        "data_dir": str(sample_all4), "model.name": "mobilenetv3small",
+        "preprocess.input_mode": "crops", "preprocess.mask_label_corner": False,
+        "preprocess.image_size": 32, "preprocess.max_crops": 4, "tta": False,
+        "train.batch_size": 8, "train.epochs": 3, "train.warmup_epochs": 0,
+        "train.learning_rate": 1e-3, "train.min_learning_rate": 1e-6,
+        "train.mixed_precision": False, "train.early_stopping_patience": 10})
+    fit_run(cfg, tmp_path / "r", verbose=0)
+    lr = [float(row["learning_rate"]) for row in read_history(tmp_path / "r" / "history.csv")]
+    assert len(lr) == 3
+    assert lr[1] > 0.1 * 1e-3  # cosine at 2/3 of the steps: 0.25 of the peak
+    assert lr[2] < 0.01 * 1e-3  # the floor, reached with the last batch

@@ -201,9 +201,13 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
         tf.config.experimental.enable_op_determinism()
     set_precision(cfg.train.mixed_precision)
     batch = cfg.train.batch_size
+    train_ds = make_dataset(split.train, cfg, training=True, batch_size=batch)
+    val_ds = make_dataset(split.val, cfg, training=False, batch_size=batch)
     steps = max(1, -(-len(split.train) // batch))
     if cfg.preprocess.input_mode == "crops":
-        steps = max(1, steps * cfg.preprocess.max_crops // 2)  # approximate, for the LR schedule
+        # Fields give 1 to max_crops crops: count the batches of an epoch so that the LR
+        # schedule ends with the last one (the pass fills the cache the first epoch would).
+        steps = max(1, int(train_ds.reduce(0, lambda n, _: n + 1)))
     strategy = get_strategy(cfg.train.strategy)
     try:
         with strategy.scope():
@@ -214,8 +218,6 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     if not split_path.exists():
         split.save(split_path, root=cfg.data_dir)
     cfg.save(out / "config.json")
-    train_ds = make_dataset(split.train, cfg, training=True, batch_size=batch)
-    val_ds = make_dataset(split.val, cfg, training=False, batch_size=batch)
 
     from all_tf.losses import LossScheduleCallback
     from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, RunCheckpoints
