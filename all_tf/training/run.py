@@ -206,7 +206,8 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     steps = max(1, -(-len(split.train) // batch))
     if cfg.preprocess.input_mode == "crops":
         # Fields give 1 to max_crops crops: count the batches of an epoch so that the LR
-        # schedule ends with the last one (the pass fills the cache the first epoch would).
+        # schedule ends with the last one. With the in-memory cache this pass fills it for
+        # the first epoch; without a cache it is one extra preprocessing pass.
         steps = max(1, int(train_ds.reduce(0, lambda n, _: n + 1)))
     strategy = get_strategy(cfg.train.strategy)
     try:
