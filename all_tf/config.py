@@ -100,11 +100,14 @@ class AugmentConfig:
     rot90: bool = True
     colour_jitter: float = 0.05  # max brightness/contrast change as a fraction; 0 disables
     hed_jitter: float = 0.0  # stain jitter in HED space (Tellez et al. 2019); 0 disables
+    zoom: float = 0.0  # max scale change as a fraction (cell size varies by batch); 0 disables
     rand_augment: bool = False
 
     def __post_init__(self):
         if not 0 <= self.hed_jitter <= 1:
             raise ValueError(f"hed_jitter must be in [0, 1], got {self.hed_jitter}")
+        if not 0 <= self.zoom < 1:
+            raise ValueError(f"zoom must be in [0, 1), got {self.zoom}")
 
 
 @dataclass

@@ -358,6 +358,26 @@ def test_hed_jitter_changes_stain_only_in_training_and_keeps_range():
     assert again.factor == 0.2 and again.seed == 1
 
 
+def test_zoom_rescales_only_in_training_and_keeps_shape_and_range():
+    from all_tf.config import AugmentConfig
+    from all_tf.preprocessing import build_augmentation
+
+    cfg = AugmentConfig(flips=False, rot90=False, colour_jitter=0.0, zoom=0.3)
+    aug = build_augmentation(cfg, seed=0)
+    assert "random_zoom" in [layer.name for layer in aug.layers]
+    # a disc in the centre: zooming changes its area, the frame stays 32 x 32 in [0, 1]
+    yy, xx = np.mgrid[:32, :32]
+    disc = ((yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 8 ** 2).astype(np.float32)
+    x = np.repeat(disc[None, :, :, None], 3, axis=3).repeat(16, axis=0)
+    assert np.array_equal(np.asarray(aug(x, training=False)), x)
+    y = np.asarray(aug(x, training=True))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    areas = (y[..., 0] > 0.5).sum(axis=(1, 2)) / disc.sum()
+    assert areas.min() < 0.9 and areas.max() > 1.1
+    with pytest.raises(ValueError, match="zoom"):
+        AugmentConfig(zoom=1.0)
+
+
 def test_hed_jitter_needs_rgb_input():
     from all_tf.config import Config
 

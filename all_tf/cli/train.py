@@ -53,6 +53,7 @@ OVERRIDES = {
     "reinhard": "preprocess.reinhard",
     "colour_jitter": "augment.colour_jitter",
     "hed_jitter": "augment.hed_jitter",
+    "zoom": "augment.zoom",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "learning_rate": "train.learning_rate",
@@ -126,6 +127,9 @@ def _model_choices():
 @click.option("--hed-jitter", type=click.FloatRange(0, 1),
               help="Training stain jitter in HED space (Tellez et al. 2019; 0.05 light, "
                    "0.2 strong; 0 disables).")
+@click.option("--zoom", type=click.FloatRange(0, 1, max_open=True),
+              help="Training scale jitter: zoom in or out by up to this fraction, borders "
+                   "reflected (0 disables).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", "--lr", type=float, help="Peak learning rate of the cosine schedule.")

@@ -123,7 +123,9 @@ def build_augmentation(cfg: AugmentConfig, seed: int | None = None) -> keras.Seq
     :class:`RandomRot90` if ``cfg.rot90``; ``RandomBrightness`` and ``RandomContrast`` with
     factor ``cfg.colour_jitter`` on value range (0, 1), outputs clipped to [0, 1], if
     ``cfg.colour_jitter > 0``; :class:`RandomHEDJitter` with ``cfg.hed_jitter`` if it is > 0
-    (RGB colour space only); ``RandAugment`` (value range (0, 1)) if ``cfg.rand_augment``.
+    (RGB colour space only); ``RandomZoom`` by up to ``cfg.zoom`` in or out (aspect kept,
+    borders reflected) if it is > 0; ``RandAugment`` (value range (0, 1)) if
+    ``cfg.rand_augment``.
     Flips and 90-degree rotations are exact symmetries of a smear field. Colour jitter acts on
     whatever channels the colour space has (for ``hsv`` it also shifts hue), so keep it small.
 
@@ -150,6 +152,9 @@ def build_augmentation(cfg: AugmentConfig, seed: int | None = None) -> keras.Seq
         )
     if cfg.hed_jitter > 0:
         layers.append(RandomHEDJitter(cfg.hed_jitter, seed=layer_seed(5), name="hed_jitter"))
+    if cfg.zoom > 0:
+        layers.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect",
+                                              seed=layer_seed(6), name="random_zoom"))
     if cfg.rand_augment:
         layers.append(keras.layers.RandAugment(value_range=(0, 1), seed=layer_seed(4)))
     layers.append(keras.layers.Identity(name="augment_out"))  # a Sequential may not be empty
