@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from all_tf import CLASS_NAMES
 from all_tf.config import Config, SegmentationConfig
 from all_tf.io import read_image
 from all_tf.segmentation import (
@@ -23,6 +24,7 @@ from all_tf.segmentation import (
     segment_nuclei,
     watershed_nuclei,
 )
+from tests.deploy_helpers import SAMPLE_ALL4
 from tests.helpers import script_command
 
 PINK = (235, 190, 200)  # red-cell / background tone, PI about -0.08
@@ -461,3 +463,27 @@ def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
     empty.mkdir()
     result = CliRunner().invoke(script_command("benchmark_segmentation"), ["--data", str(empty)])
     assert result.exit_code != 0 and "no images/ folders" in result.output
+
+
+def test_fold_drift_table_has_a_row_per_class_and_fold(tmp_path):
+    from click.testing import CliRunner
+
+    cfg = Config.preset("quick")
+    cfg.split.kind, cfg.split.n_folds, cfg.split.embargo = "contiguous", 3, 2
+    cfg.save(tmp_path / "config.json")
+    table = tmp_path / "drift.md"
+    result = CliRunner().invoke(script_command("fold_drift"), [
+        "--config", str(tmp_path / "config.json"), "--data-dir", str(SAMPLE_ALL4),
+        "-o", str(table)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1:-1] for line in table.read_text().splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        (name, str(fold)) for fold in range(3) for name in CLASS_NAMES]
+    for r in rows:
+        area, nuclei, lightness = float(r[3]), float(r[4]), float(r[5])
+        assert 0 < area < 100 and nuclei >= 1 and 0 < lightness <= 100
+    cfg.split.kind = "70:30"
+    cfg.save(tmp_path / "config.json")
+    result = CliRunner().invoke(script_command("fold_drift"), [
+        "--config", str(tmp_path / "config.json"), "--data-dir", str(SAMPLE_ALL4)])
+    assert result.exit_code != 0 and "not 'contiguous'" in result.output
