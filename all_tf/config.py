@@ -78,7 +78,8 @@ class PreprocessConfig:
     # None means "fit from the training set" at train time; stored fitted in the run config.
     reinhard_target: dict | None = None
     # Fill the bottom-right scale-bar label box with the median colour (after resizing) so the
-    # model cannot learn the label; see all_tf.preprocessing.label_corner. Image mode only.
+    # model cannot learn the label; see all_tf.preprocessing.label_corner. In crop mode the
+    # field is masked before segmentation, so no crop shows the label.
     mask_label_corner: bool = False
     input_mode: InputMode = "image"  # "image": whole field; "crops": nucleus crops, averaged per image
     crop_margin: int = 8  # pixels added around each nucleus box
@@ -86,8 +87,6 @@ class PreprocessConfig:
 
     def __post_init__(self):
         check_choices(self)
-        if self.mask_label_corner and self.input_mode != "image":
-            raise ValueError("mask_label_corner works on whole fields (input_mode 'image') only")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 px, got {self.image_size}")
 

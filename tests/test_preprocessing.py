@@ -198,8 +198,6 @@ def test_preprocess_image_masks_the_label_corner_on_request():
     inside = label_box_mask(a.shape)
     np.testing.assert_array_equal(a[~inside], b[~inside])
     assert a[inside][:, 0].max() == 1.0 and (b[inside] == b[inside][0]).all()
-    with pytest.raises(ValueError, match="mask_label_corner"):
-        PreprocessConfig(input_mode="crops", mask_label_corner=True)
 
 
 def test_preprocess_image_rejects_bad_input():

@@ -487,3 +487,27 @@ def test_fold_drift_table_has_a_row_per_class_and_fold(tmp_path):
     result = CliRunner().invoke(script_command("fold_drift"), [
         "--config", str(tmp_path / "config.json"), "--data-dir", str(SAMPLE_ALL4)])
     assert result.exit_code != 0 and "not 'contiguous'" in result.output
+
+
+def test_crop_mode_cuts_crops_from_the_label_masked_field():
+    from all_tf.data.inputs import input_views, inputs_for_image, view_preprocess_config
+    from all_tf.preprocessing import preprocess_image
+    from all_tf.preprocessing.label_corner import label_box_slices
+
+    rgb, _, _ = synthetic_smear()
+    rows, cols = label_box_slices(rgb.shape)
+    rgb[rows, cols][2:-2, 3:-2] = PURPLE  # a purple label in the corner box
+    cfg = Config()
+    cfg.preprocess = dataclasses.replace(cfg.preprocess, input_mode="crops", image_size=32,
+                                         max_crops=4, clahe=False)
+    assert len(input_views(rgb, cfg)) == 3  # two nuclei and the label
+    masked = Config.from_dict({**cfg.to_dict(), "preprocess": {
+        **cfg.to_dict()["preprocess"], "mask_label_corner": True}})
+    assert len(input_views(rgb, masked)) == 2
+    assert len(input_views(rgb, masked, mask=segment_nuclei(rgb, masked.segmentation))) == 2
+    # the crops are not masked again: their own bottom-right corner is cell, not label
+    pre = view_preprocess_config(masked)
+    assert not pre.mask_label_corner and view_preprocess_config(cfg) is cfg.preprocess
+    np.testing.assert_array_equal(
+        inputs_for_image(rgb, masked),
+        np.stack([preprocess_image(v, pre) for v in input_views(rgb, masked)]))

@@ -59,8 +59,6 @@ def test_config_file_and_label_mask_option(tmp_path):
                          {"mask_label_corner": True, "seed": 7})
     assert got.preprocess.mask_label_corner and got.split.seed == 7
     assert got.preprocess.reinhard_target is None  # refitted on the new run's training part
-    result = invoke("--input-mode", "crops", "--mask-label-corner", "-o", tmp_path / "r")
-    assert result.exit_code == 2 and "mask_label_corner" in result.output
 
 
 def test_scratch_preset_is_the_measured_recipe(tmp_path):

@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from all_tf.config import Config
+from all_tf.config import Config, PreprocessConfig
 from all_tf.preprocessing import preprocess_image
 
 
@@ -33,18 +35,35 @@ def input_views(rgb: np.ndarray, cfg: Config, mask: np.ndarray | None = None,
 
     Returns:
         ``[rgb]`` in image mode; in crop mode the nucleus crops (S x S), or the whole field
-        resized when no nucleus is found.
+        resized when no nucleus is found. With ``preprocess.mask_label_corner`` the crops come
+        from the field with its label box filled (and no nucleus of ``mask`` inside the box),
+        so no crop shows the label; preprocess them with :func:`view_preprocess_config`.
     """
     pre = cfg.preprocess
     if pre.input_mode != "crops":
         return [rgb]
     from all_tf.segmentation import nucleus_crops, segment_nuclei
 
+    if pre.mask_label_corner:
+        from all_tf.preprocessing.label_corner import label_box_mask, mask_label_corner
+
+        rgb = mask_label_corner(rgb)
+        if mask is not None:
+            mask = mask & ~label_box_mask(mask.shape)
     if mask is None:
         mask = segment_nuclei(rgb, cfg.segmentation)
     crops = nucleus_crops(rgb, mask, size=pre.image_size, margin=pre.crop_margin,
                           max_crops=pre.max_crops if max_crops is None else max_crops)
     return list(crops.crops)
+
+
+def view_preprocess_config(cfg: Config) -> PreprocessConfig:
+    """The preprocessing for the views of :func:`input_views`: ``cfg.preprocess``, except that
+    nucleus crops are not label-masked again (their field was, before cropping)."""
+    pre = cfg.preprocess
+    if pre.input_mode == "crops" and pre.mask_label_corner:
+        return dataclasses.replace(pre, mask_label_corner=False)
+    return pre
 
 
 def inputs_for_image(rgb: np.ndarray, cfg: Config, mask: np.ndarray | None = None,
@@ -59,5 +78,6 @@ def inputs_for_image(rgb: np.ndarray, cfg: Config, mask: np.ndarray | None = Non
         ValueError: ``rgb`` is not uint8 (H, W, 3), or preprocessing refused it.
     """
     views = input_views(rgb, cfg, mask=mask, max_crops=max_crops)
-    x = np.stack([preprocess_image(v, cfg.preprocess) for v in views])
+    pre = view_preprocess_config(cfg)
+    x = np.stack([preprocess_image(v, pre) for v in views])
     return x.astype(np.float32, copy=False)

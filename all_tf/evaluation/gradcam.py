@@ -174,7 +174,7 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
         (the map is all zero: no location raises the predicted class), ``path``.
     """
     from all_tf import CLASS_NAMES
-    from all_tf.data.inputs import input_views
+    from all_tf.data.inputs import input_views, view_preprocess_config
     from all_tf.evaluation.runs import load_config, load_model, load_split
     from all_tf.io import ImageReadError, read_image
     from all_tf.preprocessing import preprocess_image, resize_to
@@ -183,7 +183,7 @@ def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: floa
     cfg = load_config(run_dir)
     model = load_model(run_dir)
     split = load_split(run_dir, cfg.data_dir)
-    pre = cfg.preprocess
+    pre = view_preprocess_config(cfg)
     chosen: dict[int, list] = {}
     for r in getattr(split, part):
         if len(chosen.setdefault(r.label, [])) < per_class:

@@ -24,7 +24,7 @@ CACHE_NAME = "label_masked_metrics.json"
 
 
 def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
-                         model=None) -> dict | None:
+                         model=None) -> dict:
     """Test metrics of a finished run with the label corner of every test image hidden.
 
     Args:
@@ -34,8 +34,8 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
 
     Returns:
         A ``compute_metrics`` dict (fractions in [0, 1]); the run's own test metrics when it
-        was trained with the mask; None in crop mode (crops hold no label corner). Cached in
-        ``<run_dir>/label_masked_metrics.json``.
+        was trained with the mask. In crop mode the crops are cut from the masked field.
+        Cached in ``<run_dir>/label_masked_metrics.json``.
     """
     from all_tf.evaluation.metrics import compute_metrics
     from all_tf.evaluation.predictions import predict_split
@@ -43,10 +43,8 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
 
     run_dir = Path(run_dir)
 
-    def compute() -> dict | None:
+    def compute() -> dict:
         cfg = load_config(run_dir)
-        if cfg.preprocess.input_mode != "image":
-            return None
         if cfg.preprocess.mask_label_corner:
             return json.loads((run_dir / "metrics.json").read_text())
         split = load_split(run_dir, cfg.data_dir)
