@@ -403,3 +403,22 @@ def test_crop_mode_saved_model_takes_pixels(keras_model, run, tmp_path):
     with pytest.raises(FileExistsError):
         export_saved_model(keras_model, cfg, tmp_path, model_name="crops", version=1)
     assert export_saved_model(keras_model, cfg, tmp_path, model_name="crops").name == "2"
+
+
+def test_int8_calibration_set_holds_what_the_model_sees(sample_images):
+    """Image mode: one preprocessed field per image; crop mode: that field's nucleus crops."""
+    from all_tf.config import Config
+    from all_tf.data.inputs import inputs_for_image
+    from all_tf.export.tflite import calibration_set
+
+    cfg = Config.preset("quick")
+    fields = calibration_set(sample_images[:2], cfg, count=5, pin_range=False)
+    assert fields.shape == (2, cfg.preprocess.image_size, cfg.preprocess.image_size, 3)
+    np.testing.assert_array_equal(fields[0], preprocess_image(sample_images[0], cfg.preprocess))
+    cfg.preprocess.input_mode = "crops"
+    crops = inputs_for_image(sample_images[0], cfg)
+    assert len(crops) > 1
+    got = calibration_set(sample_images[:1], cfg, count=len(crops) - 1, pin_range=False)
+    np.testing.assert_array_equal(got, crops[: len(crops) - 1])
+    pinned = calibration_set(sample_images[:1], cfg, count=1)
+    assert pinned.shape[0] == 2 and pinned[1].min() == 0.0 and pinned[1].max() == 1.0

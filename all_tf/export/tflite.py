@@ -55,7 +55,9 @@ def calibration_set(
 
     Args:
         images: RGB uint8 images (training images, not test ones).
-        cfg: the run's config; each image goes through ``preprocess_image(image, cfg.preprocess)``.
+        cfg: the run's config; each image becomes the inputs the model sees of it
+            (:func:`all_tf.data.inputs.inputs_for_image`: the preprocessed field, or in crop
+            mode its preprocessed nucleus crops), so int8 ranges are calibrated on model inputs.
         count: at most this many images are used.
         pin_range: append a copy of the first input with one pixel at 0 and one at 1 (see the
             module docstring).
@@ -63,11 +65,11 @@ def calibration_set(
     Raises:
         ValueError: no images.
     """
-    from all_tf.preprocessing import preprocess_image
+    from all_tf.data.inputs import inputs_for_image
 
-    xs = []
+    xs: list[np.ndarray] = []
     for rgb in images:
-        xs.append(preprocess_image(rgb, cfg.preprocess))
+        xs.extend(inputs_for_image(rgb, cfg)[: count - len(xs)])
         if len(xs) >= count:
             break
     if not xs:
