@@ -223,9 +223,7 @@ def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int =
                 records.append(Record(path=path, label=r.label, group=path))
             y_true, probs = predict_split(model, records, cfg, batch_size)
             results[name] = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-    masked = label_masked_metrics(run_dir, batch_size, model=model)
-    if masked is not None:
-        results["label_masked"] = masked
+    results["label_masked"] = label_masked_metrics(run_dir, batch_size, model=model)
     return results
 
 

@@ -56,8 +56,7 @@ def label_masked_metrics(run_dir: str | Path, batch_size: int | None = None,
     return cached_json(run_dir / CACHE_NAME, compute)
 
 
-def label_masked_columns(metrics: dict | None) -> dict:
-    """Results-CSV columns of :func:`label_masked_metrics` (empty cells when there is none)."""
-    metrics = metrics or {}
+def label_masked_columns(metrics: dict) -> dict:
+    """Results-CSV columns of :func:`label_masked_metrics`."""
     return {"label_masked_accuracy": metrics.get("accuracy"),
             "label_masked_f1": metrics.get("macro_f1")}
