@@ -6,6 +6,8 @@ from all_tf.inference.predictor import (  # noqa: F401
     COLUMNS,
     PROB_COLUMNS,
     Backend,
+    RowWriter,
+    iter_predictions,
     load_backend,
     predict_files,
     resolve_model,

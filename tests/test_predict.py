@@ -245,3 +245,93 @@ def test_released_model_loads_by_name_and_refuses_a_changed_file(tmp_path, monke
         f.write(" ")
     with pytest.raises(released.ReleasedModelError, match="SHA-256 differs"):
         released.released_dir("light")
+
+
+def test_failure_inside_segmentation_is_a_row_and_the_rest_goes_on(run, tmp_path, monkeypatch):
+    import cv2
+
+    import all_tf.segmentation as segmentation
+
+    files = sorted((SAMPLE_ALL4 / "Pro").glob("*.jpg"))[:3]
+    real = segmentation.segment_nuclei
+
+    def segment_or_fail(rgb, cfg):
+        if segment_or_fail.calls == 1:  # the second file
+            segment_or_fail.calls += 1
+            raise cv2.error("simulated OpenCV failure")
+        segment_or_fail.calls += 1
+        return real(rgb, cfg)
+
+    segment_or_fail.calls = 0
+    monkeypatch.setattr(segmentation, "segment_nuclei", segment_or_fail)
+    result, out = predict([backends(run)["keras_file"], *files], tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [r["status"] for r in rows][1] == "error"
+    assert rows[1]["error"].startswith(f"{files[1]}: error: ") and "simulated" in rows[1]["error"]
+    assert rows[0]["class"] and rows[2]["class"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_interrupted_run_keeps_its_rows_in_a_partial_file(run, tmp_path, monkeypatch, fmt):
+    from all_tf.inference import predictor
+
+    real = predictor.iter_predictions
+
+    def two_then_fail(*args, **kwargs):
+        for i, row in enumerate(real(*args, **kwargs)):
+            if i == 2:
+                raise RuntimeError("killed")
+            yield row
+
+    monkeypatch.setattr(predictor, "iter_predictions", two_then_fail)
+    files = sorted((SAMPLE_ALL4 / "Early").glob("*.jpg"))[:4]
+    out = tmp_path / f"out.{fmt}"
+    result = CliRunner().invoke(main, [str(backends(run)["keras_file"]), *map(str, files),
+                                       "-o", str(out), "--batch-size", "1", "--no-progress"])
+    assert isinstance(result.exception, RuntimeError)
+    assert not out.exists()
+    partial = tmp_path / f"out.{fmt}.partial"
+    assert f"stopped after 2 images; their rows are in {partial}" in result.output
+    rows = read_csv(partial) if fmt == "csv" else json.loads(partial.read_text())
+    assert [r["file"] for r in rows] == [str(f) for f in files[:2]]
+    assert all(r["class"] in CLASS_NAMES for r in rows)
+
+
+def test_rows_come_in_input_order_as_batches_finish(run):
+    from all_tf.inference.predictor import iter_predictions
+    from all_tf.predict import load_backend
+
+    files = sorted((SAMPLE_ALL4 / "Benign").glob("*.jpg"))[:3]
+    items = [str(files[0]), "missing.jpg", *map(str, files[1:])]
+    rows = iter_predictions(load_backend(backends(run)["keras_file"]), items, batch_size=1,
+                            progress=False)
+    first = next(rows)  # available before the later files are read
+    assert first["file"] == items[0] and first["class"] in CLASS_NAMES
+    assert [r["file"] for r in rows] == items[1:]
+
+
+def test_folder_without_images_is_an_error(run, tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    result, out = predict([backends(run)["keras_file"], tmp_path / "empty"], tmp_path)
+    assert result.exit_code == 1 and "no images found in" in result.output
+    assert not out.exists() and not (tmp_path / "out.csv.partial").exists()
+
+
+def test_release_folder_path_is_a_model(tmp_path):
+    from all_tf.models.released import RELEASED, SAVED_MODELS
+
+    image = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[0]
+    result, out = predict(["--model", SAVED_MODELS / RELEASED["light"], image], tmp_path)
+    assert result.exit_code == 0, result.output
+    (row,) = read_csv(out)
+    assert row["class"] == "Pre" and "model.keras" in result.output
+
+
+def test_tflite_without_litert_says_which_extra_to_install(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    image = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[0]
+    result, _ = predict(["--model", backends(run)["tflite_float32"], image], tmp_path)
+    assert result.exit_code == 1 and "install all_tf[edge]" in result.output

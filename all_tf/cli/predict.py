@@ -9,16 +9,20 @@ decoded with :func:`all_tf.io.read_image` and preprocessed on the host with
 nucleus crops get their crops' probabilities averaged per image.
 
 Each image becomes one row: ``file``; ``status``: ``ok``, ``uncertain`` (confidence below the
-model's threshold) or ``rejected:<reason>`` (the input is not a smear field the model knows:
-see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate);
-``class`` (empty when rejected); ``confidence`` (max probability after the model's stored
-temperature, and over the 8 flips and rotations of the field for models stored with ``tta``);
+model's threshold), ``rejected:<reason>`` (the input is not a smear field the model knows:
+see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate) or
+``error`` (the file could not be read or processed); ``class`` (empty when rejected or
+error); ``confidence`` (max probability after the model's stored temperature, and over the 8
+flips and rotations of the field for models stored with ``tta``);
 ``uncertain`` (also when the gate's colour check, :mod:`all_tf.inference.colour_check`,
 names another class); ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
 distance of the field, or mean over its crops; models with a gate); ``colour_class`` (the
 colour check's class, models whose gate has one); ``nuclei`` (connected components of
-:func:`all_tf.segmentation.segment_nuclei`) and ``error`` (empty, or why the file was skipped:
-a bad file never stops the others).
+:func:`all_tf.segmentation.segment_nuclei` at the image's own resolution; the gate counts
+at 224 px, so the two can differ) and ``error`` (empty, or why the file was skipped:
+a bad file never stops the others). Rows are written as each batch finishes; with
+``--output`` they go to ``<output>.partial`` until every input is done, so an interrupted run
+keeps what it computed.
 
 Example:
     $ python -m all_tf.predict all_tf/sample_data/all4 -o preds.csv       # the released model
@@ -28,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
@@ -63,10 +66,10 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
     beside it. The older form "predict MODEL INPUTS..." still works.
     """
     from all_tf.inference.predictor import (
+        RowWriter,
+        iter_predictions,
         load_backend,
-        predict_files,
         resolve_model,
-        write_rows,
     )
 
     try:
@@ -74,24 +77,46 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
         backend = load_backend(model, config_path, threads)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except ImportError as e:  # the LiteRT interpreter is an optional extra
+        raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
+                                   "(pip install -e '.[edge]')") from None
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
-    rows = predict_files(backend, inputs, overlays, batch_size, progress, threshold)
     fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
-    if output is None:
-        write_rows(rows, fmt, sys.stdout)
-    else:
-        from all_tf.io import atomic_write_text
+    rows = iter_predictions(backend, inputs, overlays, batch_size, progress, threshold)
+    # rows are written as each batch finishes: an interrupted run keeps what it has computed,
+    # in <output>.partial, renamed to <output> once every input is done
+    partial = None if output is None else output.with_name(output.name + ".partial")
+    count = errors = 0
+    stream = sys.stdout if output is None else open(partial, "w", encoding="utf-8", newline="")
+    try:
+        with RowWriter(stream, fmt) as out:
+            for row in rows:
+                out.write(row)
+                count += 1
+                errors += bool(row["error"])
+    except BaseException:
+        if partial is not None:
+            stream.close()
+            click.echo(f"stopped after {count} images; their rows are in {partial}", err=True)
+        raise
+    if partial is not None:
+        stream.close()
+        if count == 0:
+            partial.unlink()
+        else:
+            import os
 
-        buf = io.StringIO()
-        write_rows(rows, fmt, buf)
-        atomic_write_text(output, buf.getvalue())
-    errors = sum(1 for r in rows if r["error"])
-    click.echo(f"{len(rows)} images, {errors} errors ({backend.kind} backend: {backend.path})",
+            os.replace(partial, output)
+    if count == 0:
+        from all_tf.io import IMAGE_EXTENSIONS
+
+        raise click.ClickException(f"no images found in {', '.join(inputs)} (image files end in "
+                                   f"{' '.join(IMAGE_EXTENSIONS)})")
+    click.echo(f"{count} images, {errors} errors ({backend.kind} backend: {backend.path})",
                err=True)
-    if rows and errors == len(rows):
+    if errors == count:
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

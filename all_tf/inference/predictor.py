@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +236,17 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
                   batch_size: int = 16, progress: bool = True,
                   threshold: float | None = None) -> list[dict]:
     """Rows (see the module docstring) for every image in ``items`` (files, folders, globs)."""
+    return list(iter_predictions(backend, items, overlay_dir, batch_size, progress, threshold))
+
+
+def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
+                     batch_size: int = 16, progress: bool = True,
+                     threshold: float | None = None) -> Iterator[dict]:
+    """Like :func:`predict_files`, yielding rows in input order as each batch is done.
+
+    A file that cannot be read or processed becomes a row with status ``error`` and the reason;
+    the others go on.
+    """
     from tqdm import tqdm
 
     from all_tf.data import collect_inputs
@@ -245,7 +257,7 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
     cfg = backend.config
     threshold = backend.threshold if threshold is None else float(threshold)
     files = [p for p, _ in collect_inputs(items, labelled=False)]
-    rows: list[dict] = []
+    rows: list[dict] = []  # done or pending, not yet yielded
     pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None, int | None]] = []
     gate = backend.gate
     overlay_names: set[str] = set()
@@ -310,44 +322,103 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
             x = _model_inputs(rgb, cfg, mask)
             stats = image_statistics(rgb, cfg.segmentation) if gate is not None else None
             colour = gate.colour_class(rgb) if gate is not None else None
-        except (ImageReadError, ValueError, OSError) as e:
+        except (ImageReadError, ValueError, OSError) as e:  # these name the file already
             row["error"] = str(e)
+            row["status"] = "error"
+            continue
+        except Exception as e:  # anything else in segmentation or preprocessing
+            row["error"] = f"{path}: {type(e).__name__}: {e}"
             row["status"] = "error"
             continue
         pending.append((row, x, rgb if overlay_dir is not None else None, boxes, stats, colour))
         if sum(len(p[1]) for p in pending) >= batch_size:
             flush()
+            yield from rows
+            rows.clear()
     flush()
-    return rows
+    yield from rows
+
+
+class RowWriter:
+    """Writes rows to a text stream one at a time, as CSV or as one JSON list, flushing each.
+
+    Use as a context manager: leaving it closes the JSON list (also after an exception, so a
+    partial output is still valid JSON).
+
+    Example:
+        >>> import io
+        >>> buf = io.StringIO()
+        >>> with RowWriter(buf, "csv") as out:
+        ...     out.write({"file": "a.png", "status": "ok"})
+        >>> buf.getvalue().splitlines()[1].split(",")[:2]
+        ['a.png', 'ok']
+    """
+
+    def __init__(self, stream, fmt: str):
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"format must be 'csv' or 'json', got {fmt!r}")
+        self.stream, self.fmt, self.count = stream, fmt, 0
+        if fmt == "csv":
+            self._csv = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n",
+                                       restval="")
+            self._csv.writeheader()
+        else:
+            stream.write("[")
+        stream.flush()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow(row)
+        else:
+            text = json.dumps(row, indent=1).replace("\n", "\n ")
+            self.stream.write(("," if self.count else "") + "\n " + text)
+        self.count += 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if self.count else "]\n")
+            self.stream.flush()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_rows(rows: list[dict], fmt: str, stream) -> None:
     """Write rows as CSV (header + one line per image) or a JSON list."""
-    if fmt == "json":
-        json.dump(rows, stream, indent=1)
-        stream.write("\n")
-        return
-    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    with RowWriter(stream, fmt) as out:
+        for row in rows:
+            out.write(row)
 
 
 def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """The model path and the image inputs of a command line.
 
-    ``--model`` may be a released model's short name (``light``) or a path; without it the
-    default released model is used, unless the first input is itself a model (a ``.keras`` or
-    ``.tflite`` file, a run directory or a SavedModel folder: the older ``MODEL INPUTS...``
-    form).
+    ``--model`` may be a released model's short name (``light``) or a path (a release folder
+    such as ``saved_models/mobilenetv3small_all4``, checksums verified, is opened like a
+    released model); without it the default released model is used, unless the first input is
+    itself a model (a ``.keras`` or ``.tflite`` file, a run directory, a release or a
+    SavedModel folder: the older ``MODEL INPUTS...`` form).
     """
-    from all_tf.models.released import DEFAULT_MODEL, RELEASED, released_model_path
+    from all_tf.models.released import (
+        DEFAULT_MODEL,
+        RELEASED,
+        is_release,
+        release_keras_file,
+        released_model_path,
+    )
 
     if model is None and len(inputs) > 1 and _is_model(Path(inputs[0])):
-        return inputs[0], inputs[1:]
+        model, inputs = inputs[0], inputs[1:]
     model = model or DEFAULT_MODEL
     if model in RELEASED or model in RELEASED.values():
         # model.keras, or for a float16-parts release the .keras file rebuilt into the cache
         return str(released_model_path(model)), inputs
+    if is_release(model):  # a release folder given by its path (saved_models/<name>)
+        return str(release_keras_file(model)), inputs
     if not Path(model).exists():
         raise FileNotFoundError(f"{model}: no such model file or folder, and not a released "
                                 f"model (released: {', '.join(sorted(RELEASED))})")
@@ -357,6 +428,8 @@ def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tupl
 def _is_model(path: Path) -> bool:
     if path.suffix in (".keras", ".tflite"):
         return path.is_file()
-    return path.is_dir() and ((path / "checkpoints" / "best.keras").is_file()
+    from all_tf.models.released import is_release
+
+    return path.is_dir() and ((path / "checkpoints" / "best.keras").is_file() or is_release(path)
                               or (path / "saved_model.pb").is_file()
                               or any(path.glob("[0-9]*/saved_model.pb")))

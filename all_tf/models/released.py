@@ -233,7 +233,24 @@ def released_model_path(name: str = DEFAULT_MODEL) -> Path:
     ``model.keras`` in the release folder for the keras form; for the parts form the file
     written by :func:`materialize_keras` into the cache.
     """
-    folder = released_dir(name)
+    return release_keras_file(released_dir(name), verify=False)
+
+
+def is_release(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like a release (``SHA256SUMS`` and ``config.json`` in it)."""
+    folder = Path(folder)
+    return (folder / CHECKSUM_FILE).is_file() and (folder / "config.json").is_file()
+
+
+def release_keras_file(folder: str | Path, verify: bool = True) -> Path:
+    """The ``.keras`` file of any release folder (see :func:`released_model_path`).
+
+    Raises:
+        ReleasedModelError: with ``verify``, a file whose SHA-256 differs.
+    """
+    folder = Path(folder)
+    if verify:
+        verify_checksums(folder)
     if weights_format(folder) == "keras":
         return folder / KERAS_FILE
     return materialize_keras(folder, verify=False)
