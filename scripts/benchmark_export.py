@@ -2,14 +2,14 @@
 
 With ``--run`` it exports that run (its split.json gives calibration and held-out images).
 Without it, it makes a stand-in run: EfficientNetV2-S + CBAM (``--model-name``) built at
-``--size`` and trained for ``--train-steps`` steps (batch 8, Adam 1e-3, from scratch) on the
-training part of a group-aware 70:30 split of ``--data`` -- enough for non-degenerate
+``--image-size`` and trained for ``--train-steps`` steps (batch 8, Adam 1e-3, from scratch) on the
+training part of a group-aware 70:30 split of ``--data-dir`` -- enough for non-degenerate
 activations (so int8 calibration and parity mean something), far too little for accuracy.
 Then ``python -m all_tf.export`` runs in a fresh process and its verify table is printed.
 
 Example:
-    python scripts/benchmark_export.py --data ../shared/data/all4 --train-steps 40 \\
-        --out /tmp/export_bench
+    python scripts/benchmark_export.py --data-dir ../shared/data/all4 --train-steps 40 \\
+        --output-dir /tmp/export_bench
 """
 
 from __future__ import annotations
@@ -65,22 +65,25 @@ def make_standin_run(out: Path, data: str, model_name: str, size: int, steps: in
 @click.command()
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A trained run directory to export (default: make a stand-in run).")
-@click.option("--data", default="../shared/data/all4", show_default=True,
+@click.option("--data-dir", default="../shared/data/all4", show_default=True,
               help="Dataset root for the stand-in run.")
 @click.option("--model-name", default="efficientnetv2s_cbam", show_default=True)
-@click.option("--size", type=int, default=224, show_default=True)
+@click.option("--image-size", type=int, default=224, show_default=True)
 @click.option("--train-steps", type=int, default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--verify-count", type=int, default=200, show_default=True)
 @click.option("--calibration-count", type=int, default=100, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("export_benchmark"), show_default=True)
-def main(run_dir, data, model_name, size, train_steps, seed, verify_count, calibration_count, out):
+def main(run_dir, data_dir, model_name, image_size, train_steps, seed, verify_count,
+         calibration_count, output_dir):
     """Export a run to every format and print sizes, latency and parity."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = output_dir
     out.mkdir(parents=True, exist_ok=True)
     if run_dir is None:
-        run_dir = make_standin_run(out / "run", data, model_name, size, train_steps, seed)
+        run_dir = make_standin_run(out / "run", data_dir, model_name, image_size, train_steps,
+                                   seed)
     env = dict(os.environ)
     start = time.time()
     cmd = [sys.executable, "-m", "all_tf.export", str(run_dir), "-o", str(out / "export"),

@@ -1,7 +1,7 @@
 """Time ``preprocess_image`` per colour space (ms per image, single thread of this process).
 
 Example:
-    python scripts/benchmark_preprocessing.py --data all_tf/sample_data/all4
+    python scripts/benchmark_preprocessing.py --data-dir all_tf/sample_data/all4
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @click.command()
 @click.option(
-    "--data",
-    "data_dir",
+    "--data-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=REPO / "all_tf" / "sample_data" / "all4",
     show_default=True,
     help="Folder searched recursively for .jpg/.png images.",
 )
-@click.option("--size", default=224, show_default=True, help="Output side in px.")
+@click.option("--image-size", "size", default=224, show_default=True, help="Output side in px.")
 @click.option("--repeats", default=5, show_default=True, help="Timed passes; the median is shown.")
 @click.option(
     "--hed-percentiles",

@@ -12,7 +12,7 @@ white cell per image (the expert masks are counted too); ``--all4`` adds smear f
 several cells, which have no ground truth (the distribution only).
 
 Example:
-    python scripts/benchmark_segmentation.py --data ../shared/data/segwbc -o docs/seg.md
+    python scripts/benchmark_segmentation.py --data-dir ../shared/data/segwbc -o docs/seg.md
 """
 
 from __future__ import annotations
@@ -253,8 +253,7 @@ def components_lines(sets, seg_methods, merges) -> list[str]:
 
 @click.command()
 @click.option(
-    "--data",
-    "data_dir",
+    "--data-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=REPO.parent / "shared" / "data" / "segwbc",
     show_default=True,
@@ -291,8 +290,9 @@ def components_lines(sets, seg_methods, merges) -> list[str]:
     "fraction.",
 )
 @click.option(
+    "--output",
     "-o",
-    "--out",
+    "out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the Markdown tables here (atomically) as well as to stdout.",

@@ -15,7 +15,7 @@ model and the label, through
 The median over ``--images`` images (after 3 warm-up images) is printed as a Markdown table.
 
 Example:
-    python scripts/benchmark_speed.py --size 224 --images 30 -o /tmp/speed
+    python scripts/benchmark_speed.py --image-size 224 --images 30 -o /tmp/speed
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from all_tf.data import SAMPLE_ALL4_DIR
 @click.command()
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A .keras model (its config.json beside it); default: EfficientNetV2-S + "
-                   "CBAM built with random weights at --size.")
-@click.option("--size", type=int, default=224, show_default=True)
+                   "CBAM built with random weights at --image-size.")
+@click.option("--image-size", "size", type=int, default=224, show_default=True)
 @click.option("--images", type=int, default=30, show_default=True)
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results/benchmark_speed"), show_default=True)

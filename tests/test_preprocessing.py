@@ -320,9 +320,9 @@ def test_benchmark_script_runs(sample_all4, tmp_path):
 
     from tests.helpers import script_command
     args = [
-        "--data",
+        "--data-dir",
         str(sample_all4 / "Pro"),
-        "--size",
+        "--image-size",
         "64",
         "--repeats",
         "1",
@@ -331,7 +331,7 @@ def test_benchmark_script_runs(sample_all4, tmp_path):
     result = CliRunner().invoke(script_command("benchmark_preprocessing"), args)
     assert result.exit_code == 0, result.output
     assert "| hed |" in result.output and "H: " in result.output
-    result = CliRunner().invoke(script_command("benchmark_preprocessing"), ["--data", str(tmp_path)])
+    result = CliRunner().invoke(script_command("benchmark_preprocessing"), ["--data-dir", str(tmp_path)])
     assert result.exit_code != 0 and "no .jpg/.png images" in result.output
 
 

@@ -437,13 +437,13 @@ def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
     result = CliRunner().invoke(
         script_command("benchmark_segmentation"),
         [
-            "--data",
+            "--data-dir",
             str(sample_segwbc),
             "--theta-min",
             "0.2",
             "--theta-max",
             "0.2",
-            "--out",
+            "--output",
             str(out),
         ],
     )
@@ -457,11 +457,11 @@ def test_benchmark_script_on_shipped_pairs(sample_segwbc, tmp_path):
     assert "| dataset2 | 5 | 3-class Otsu-PI | off |" in text
     assert "| dataset2 | 5 | Otsu-PI | 0.5, colour | 6.00 |" in text  # 7.40 without merging
     result = CliRunner().invoke(script_command("benchmark_segmentation"),
-                                ["--data", str(sample_segwbc), "--merge", "0.5:dilate"])
+                                ["--data-dir", str(sample_segwbc), "--merge", "0.5:dilate"])
     assert result.exit_code != 0 and "FRACTION:BRIDGE" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = CliRunner().invoke(script_command("benchmark_segmentation"), ["--data", str(empty)])
+    result = CliRunner().invoke(script_command("benchmark_segmentation"), ["--data-dir", str(empty)])
     assert result.exit_code != 0 and "no images/ folders" in result.output
 
 
