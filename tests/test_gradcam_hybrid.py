@@ -123,3 +123,30 @@ def test_grad_cam_on_an_all_tf_model_with_cbam():
     assert heat.shape == (2, 64, 64) and np.isfinite(heat).all()
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-5)  # logits path
     assert feature_model(model).output.shape[-1] == 1280
+
+
+def test_gradcam_items_picks_per_label_skips_unreadable_and_takes_unlabelled(tmp_path):
+    from pathlib import Path
+
+    from all_tf.config import Config
+    from all_tf.evaluation.gradcam import gradcam_items
+
+    sample = Path(__file__).resolve().parents[1] / "all_tf" / "sample_data" / "all4"
+    pre, pro = sorted((sample / "Pre").glob("*.jpg")), sorted((sample / "Pro").glob("*.jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    cfg = Config()
+    cfg.preprocess.image_size = 32
+    cfg.preprocess.clahe = cfg.preprocess.reinhard = False
+    pairs = [(pro[0], 3), (broken, 2), (pre[0], 2), (pre[1], 2), (pre[2], 2), (pro[1], None)]
+    items = gradcam_items(_cam_model_4(), cfg, pairs, per_class=2)
+    assert [(Path(i["path"]).name, i["true"]) for i in items] == [
+        (pre[0].name, "Pre"), (pre[1].name, "Pre"), (pro[0].name, "Pro"), (pro[1].name, "?")]
+    assert all(i["overlay"].shape == (32, 32, 3) and i["pred"] for i in items)
+
+
+def _cam_model_4():
+    x = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(x)
+    y = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(x, y)

@@ -6,8 +6,6 @@ from all_tf.cli.options import (
     data_dir_option,
     output_dir_option,
     seed_option,
-    verbose_option,
 )
 
-__all__ = ["SAMPLE_ALL4_DIR", "data_dir_option", "output_dir_option", "seed_option",
-           "verbose_option"]
+__all__ = ["SAMPLE_ALL4_DIR", "data_dir_option", "output_dir_option", "seed_option"]

@@ -24,27 +24,16 @@ import click
 from all_tf.cli import SAMPLE_ALL4_DIR
 
 
-def gradcam_panel(model_path: str, cfg, pairs, path: Path, per_class: int = 2) -> Path:
-    """Grad-CAM overlays of the first ``per_class`` images of each class, as one PNG."""
-    from all_tf import CLASS_NAMES
+def gradcam_panel(model_path: str, cfg, pairs, path: Path, per_class: int = 2) -> Path | None:
+    """Grad-CAM overlays of the first ``per_class`` images of each class, as one PNG (None when
+    no image could be read)."""
     from all_tf.evaluation.figures import plot_gradcam_grid
-    from all_tf.evaluation.gradcam import grad_cam, overlay_heatmap
+    from all_tf.evaluation.gradcam import gradcam_items
     from all_tf.inference.model_files import load_keras_model
-    from all_tf.io import read_image
-    from all_tf.preprocessing import preprocess_image, resize_to
 
-    model = load_keras_model(model_path)
-    items, seen = [], {}
-    for file, label in pairs:
-        if seen.setdefault(label, 0) >= per_class:
-            continue
-        seen[label] += 1
-        rgb = read_image(file)
-        heat, cls, probs = grad_cam(model, preprocess_image(rgb, cfg.preprocess)[None])
-        items.append({"overlay": overlay_heatmap(resize_to(rgb, cfg.preprocess.image_size),
-                                                 heat[0]),
-                      "true": CLASS_NAMES[label], "pred": CLASS_NAMES[int(cls[0])],
-                      "confidence": float(probs[0].max()), "empty": bool(heat[0].max() == 0)})
+    items = gradcam_items(load_keras_model(model_path), cfg, pairs, per_class)
+    if not items:
+        return None
     return plot_gradcam_grid(items, path, title="Grad-CAM (released model, before temperature)")
 
 

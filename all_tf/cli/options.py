@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -44,16 +43,6 @@ def output_dir_option(default: str | None = None, **kwargs):
 def seed_option(**kwargs):
     return click.option("--seed", type=int, default=None,
                         help="Random seed for the split, initial weights and shuffling.", **kwargs)
-
-
-def verbose_option():
-    def callback(ctx, param, value):
-        logging.basicConfig(level=logging.DEBUG if value > 1 else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
-        return value
-
-    return click.option("--verbose", "-v", count=True, callback=callback, expose_value=True,
-                        help="More log output (-vv for debug).")
 
 
 def csv_list(kind=str):

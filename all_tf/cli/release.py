@@ -27,7 +27,7 @@ import click
 import numpy as np
 
 from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
-from all_tf.models.released import SAVED_MODELS
+from all_tf.models.released import SAVED_MODELS, WEIGHT_FORMATS
 
 
 @click.command()
@@ -44,7 +44,7 @@ from all_tf.models.released import SAVED_MODELS
               help="Keep the temperature fitted on the run's validation part, or release with "
                    "temperature 1 (when cross-validation shows the scaling does not carry over "
                    "to new batches).")
-@click.option("--weights-format", type=click.Choice(["keras", "float16-parts"]),
+@click.option("--weights-format", type=click.Choice(WEIGHT_FORMATS),
               default="keras", show_default=True,
               help="model.keras, or weights.json + float16 weights.partNN.npz files under 45 MB "
                    "each (for models over git hosting's 50 MB file limit).")

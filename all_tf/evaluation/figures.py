@@ -6,7 +6,6 @@ the path. Titles and axis labels name what is shown, so the PNGs read without th
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -93,20 +92,18 @@ def plot_parallel_coordinates(rows: list[dict], metrics, path, label_key: str = 
     return _save(fig, path)
 
 
-def read_history(path) -> dict[str, list[float]]:
-    """history.csv as column -> list of floats (non-numeric cells become NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def history_columns(path) -> dict[str, list[float]]:
+    """history.csv as column -> list of floats, one per recorded epoch.
+
+    Raises:
+        ValueError: no epoch recorded (the file is missing or empty).
+    """
+    from all_tf.training.callbacks import read_history
+
+    rows = read_history(path)
     if not rows:
         raise ValueError(f"{path}: no epochs recorded")
-
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    return {k: [num(r.get(k)) for r in rows] for k in rows[0]}
+    return {k: [float(r[k]) for r in rows] for k in rows[0]}
 
 
 def plot_training_curves(history_csv, path, title: str = "Training curves") -> Path:
@@ -115,7 +112,7 @@ def plot_training_curves(history_csv, path, title: str = "Training curves") -> P
     A dotted line marks the switch from cross-entropy to focal loss when the history has a
     ``focal_weight`` (or ``focal``) column (the loss values before and after the switch are not comparable).
     """
-    hist = read_history(history_csv)
+    hist = history_columns(history_csv)
     epochs = hist.get("epoch") or list(range(len(next(iter(hist.values())))))
     epochs = np.asarray(epochs) + (1 if "epoch" in hist and min(epochs) == 0 else 0)
     panels = [("loss", "loss"), ("accuracy", "accuracy")]

@@ -162,48 +162,69 @@ def overlay_heatmap(rgb, heatmap, alpha: float = 0.4, colormap: str = "jet") -> 
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
-def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: float = 0.4,
-                    class_names=None) -> list[dict]:
-    """Grad-CAM overlays for the first ``per_class`` images of each class of a run's split.
+def gradcam_items(model, cfg, pairs, per_class: int = 2, alpha: float = 0.4,
+                  class_names=None) -> list[dict]:
+    """Grad-CAM overlays for the first ``per_class`` readable images of each label in ``pairs``.
 
-    The model sees the run's own preprocessing; the overlay is drawn on the resized RGB image
-    (not on the colour-space input). In crop mode the image's largest nucleus crop is used.
+    The model sees ``cfg``'s preprocessing; the overlay is drawn on the resized RGB image (not
+    on the colour-space input). In crop mode the image's largest nucleus crop is used.
+
+    Args:
+        model: a Keras classifier.
+        cfg: the model's :class:`all_tf.config.Config`.
+        pairs: ``(path, label)`` in the order to pick from; label None for unlabelled images
+            (grouped together, ``true`` shown as ``?``). Unreadable files are skipped.
+        per_class: images per label.
+        alpha: heatmap weight in [0, 1].
+        class_names: names of the model's outputs (default :data:`all_tf.CLASS_NAMES`).
 
     Returns:
         dicts with ``overlay`` (uint8 RGB), ``true``, ``pred``, ``confidence``, ``empty``
-        (the map is all zero: no location raises the predicted class), ``path``.
+        (the map is all zero: no location raises the predicted class), ``path``; labelled
+        images first, by label.
     """
     from all_tf import CLASS_NAMES
     from all_tf.data.inputs import input_views, view_preprocess_config
-    from all_tf.evaluation.runs import load_config, load_model, load_split
     from all_tf.io import ImageReadError, read_image
     from all_tf.preprocessing import preprocess_image, resize_to
 
     class_names = class_names or CLASS_NAMES
-    cfg = load_config(run_dir)
-    model = load_model(run_dir)
-    split = load_split(run_dir, cfg.data_dir)
     pre = view_preprocess_config(cfg)
-    chosen: dict[int, list] = {}
-    for r in getattr(split, part):
-        if len(chosen.setdefault(r.label, [])) < per_class:
-            chosen[r.label].append(r)
+    chosen: dict[int | None, list] = {}
     items = []
-    for label in sorted(chosen):
-        for r in chosen[label]:
-            try:
-                rgb = read_image(r.path)
-            except ImageReadError:
-                continue
-            rgb = input_views(rgb, cfg, max_crops=1)[0]  # crop mode: the largest nucleus
-            x = preprocess_image(rgb, pre)[None]
-            heat, cls, probs = grad_cam(model, x)
-            items.append({
-                "overlay": overlay_heatmap(resize_to(rgb, pre.image_size), heat[0], alpha),
-                "true": class_names[label],
-                "pred": class_names[int(cls[0])],
-                "confidence": float(probs[0].max()),
-                "empty": bool(heat[0].max() == 0.0),
-                "path": r.path,
-            })
+    for path, label in pairs:
+        if len(chosen.setdefault(label, [])) >= per_class:
+            continue
+        try:
+            rgb = read_image(path)
+        except ImageReadError:
+            continue
+        rgb = input_views(rgb, cfg, max_crops=1)[0]  # crop mode: the largest nucleus
+        heat, cls, probs = grad_cam(model, preprocess_image(rgb, pre)[None])
+        chosen[label].append(path)
+        items.append({
+            "overlay": overlay_heatmap(resize_to(rgb, pre.image_size), heat[0], alpha),
+            "true": "?" if label is None else class_names[label],
+            "pred": class_names[int(cls[0])],
+            "confidence": float(probs[0].max()),
+            "empty": bool(heat[0].max() == 0.0),
+            "path": str(path),
+            "label": label,
+        })
+    items.sort(key=lambda item: (item["label"] is None, item["label"] or 0))
+    for item in items:
+        del item["label"]
     return items
+
+
+def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: float = 0.4,
+                    class_names=None) -> list[dict]:
+    """:func:`gradcam_items` for the first ``per_class`` images of each class of a run's split
+    part (``train``, ``val`` or ``test``), with the run's model and config."""
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+
+    cfg = load_config(run_dir)
+    split = load_split(run_dir, cfg.data_dir)
+    return gradcam_items(load_model(run_dir), cfg,
+                         [(r.path, r.label) for r in getattr(split, part)], per_class, alpha,
+                         class_names)

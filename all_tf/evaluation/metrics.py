@@ -22,7 +22,6 @@ from all_tf import CLASS_NAMES
 from all_tf.config import UNCERTAINTY_THRESHOLD
 from all_tf.inference.uncertainty import predict_labels
 
-PER_CLASS_KEYS = ("precision", "recall", "specificity", "f1", "auc", "support")
 MACRO_KEYS = ("macro_precision", "macro_recall", "macro_specificity", "macro_f1", "macro_auc")
 SCALAR_KEYS = ("accuracy", *MACRO_KEYS, "coverage", "confident_accuracy", "n")
 """The scalar metrics, in the order used for results tables."""

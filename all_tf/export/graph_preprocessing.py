@@ -271,15 +271,6 @@ def _clahe_plane(v: tf.Tensor, clip_limit: float, tile_grid: int) -> tf.Tensor:
 
 
 # ----------------------------------------------------------------------------- Reinhard
-def reinhard_lab8(lab: tf.Tensor, target: dict, float64: bool = True) -> tf.Tensor:
-    """Reinhard-normalise an 8-bit LAB image (H, W, 3) uint8 to ``target``; uint8 LAB.
-
-    ``float64=False`` computes the statistics in float32 (for TFLite; static H x W at most
-    362 x 362 px), see :func:`_mean_std`.
-    """
-    return tf.cast(tf.stack(_reinhard_planes(_planes(lab), target, float64), axis=-1), tf.uint8)
-
-
 def _reinhard_planes(planes: list[tf.Tensor], target: dict, float64: bool) -> list[tf.Tensor]:
     """Reinhard on int32 L, a, b planes (H, W) in [0, 255] -> int32 planes."""
     t_mean, t_std = check_target(target)
@@ -466,13 +457,3 @@ def preprocess_resized_graph(rgb: tf.Tensor, cfg: PreprocessConfig,
         x = tf.stack(_lab_to_rgb_planes(*lab), axis=-1)
     rgb01 = tf.cast(x, tf.float32) * _F32(1.0 / 255.0)
     return to_colour_space_graph(rgb01, cfg.colour_space, float64)
-
-
-def preprocess_batch_graph(images: tf.Tensor, cfg: PreprocessConfig) -> tf.Tensor:
-    """:func:`preprocess_graph` over a batch uint8 (N, H, W, 3) -> float32 (N, S, S, 3)."""
-    size = int(cfg.image_size)
-    return tf.map_fn(
-        lambda im: preprocess_graph(im, cfg),
-        images,
-        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
-    )
