@@ -81,9 +81,9 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
     from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
     from all_tf.inference.tta import dihedral_views
     from all_tf.io import atomic_write_text
-    from all_tf.losses import LossScheduleCallback
     from all_tf.preprocessing import build_augmentation
     from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, read_history
+    from all_tf.training.losses import LossScheduleCallback
     from all_tf.training.run import _class_weights, build_for_config
 
     cfg = Config.load(run_dir / "config.json")

@@ -87,9 +87,9 @@ def input_deviation(zip_path: Path, records, cfg, data_dir) -> float:
               type=click.Path(file_okay=False, path_type=Path), help="Pack directory.")
 def main(config_file, data_dir, folds, seeds, tag, quality, output_dir):
     """Write the images and fold runs of CONFIG into a pack directory."""
-    from all_tf.cli.protocol import protocol_specs
     from all_tf.config import Config
     from all_tf.data import make_split
+    from all_tf.experiments.protocol import protocol_specs
     from all_tf.io import ImageReadError, read_image
     from all_tf.training.run import check_split, fit_reinhard, load_records
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from all_tf.config import TrainConfig
-from all_tf.losses import LossScheduleCallback, ScheduledFocalLoss
 from all_tf.training import make_optimizer, make_schedule
+from all_tf.training.losses import LossScheduleCallback, ScheduledFocalLoss
 
 Y_TRUE = np.eye(4, dtype="float32")[[0, 1, 2, 3, 1, 2]]
 Y_PRED = np.array(

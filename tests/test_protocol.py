@@ -129,10 +129,10 @@ def test_a_csv_begun_before_a_column_existed_keeps_its_header(fake_train, tmp_pa
 def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, monkeypatch):
     """`all-tf protocol --splits contiguous` after training: pooled crossval.md / .json from
     each fold's predictions.csv, with the colour baseline computed once and then read back."""
-    from all_tf.cli import protocol as command
     from all_tf.data import SAMPLE_ALL4_DIR, assign_groups, make_split, scan_dataset
     from all_tf.evaluation.predictions import write_predictions
     from all_tf.experiments import audit
+    from all_tf.experiments import protocol as command
 
     base = Config.preset("quick").override({
         "data_dir": str(SAMPLE_ALL4_DIR), "model.name": "mobilenetv3small",
@@ -177,9 +177,9 @@ def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, 
 def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_folds(tmp_path):
     """`all-tf protocol --folds 1`: only fold 1's predictions pooled into crossval_f1.md, the
     colour baseline scored on fold 1 alone (its own cache file), and the text names the subset."""
-    from all_tf.cli import protocol as command
     from all_tf.data import SAMPLE_ALL4_DIR, assign_groups, make_split, scan_dataset
     from all_tf.evaluation.predictions import write_predictions
+    from all_tf.experiments import protocol as command
 
     base = Config.preset("quick").override({
         "data_dir": str(SAMPLE_ALL4_DIR), "model.name": "mobilenetv3small",
@@ -208,7 +208,7 @@ def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_f
 
 @pytest.mark.parametrize("folds", [[3], [0, 0], [-1]])
 def test_protocol_refuses_folds_outside_the_split(folds):
-    from all_tf.cli import protocol as command
+    from all_tf.experiments import protocol as command
 
     base = Config.preset("quick").override({"split.kind": "contiguous", "split.n_folds": 3})
     with pytest.raises(ValueError, match="each fold once, from 0 to 2"):

@@ -5,21 +5,16 @@ per module on the shipped sample; the other tests reuse its run directory. Both 
 and the table layout are covered with a fake trainer in test_protocol.py.
 """
 
-import importlib
 import json
 import shutil
 
 import pytest
 from click.testing import CliRunner
 
-from all_tf.cli.main import COMMANDS, main
+from all_tf.cli.main import main
 from tests.helpers import test_part_accuracy
 
 pytestmark = pytest.mark.slow
-
-
-def _module(name):
-    return importlib.import_module(COMMANDS[name][0])
 
 
 def invoke(name, *args, ok=True):
@@ -174,7 +169,9 @@ def test_protocol_cbam_placements_get_their_own_runs_and_rows():
     from all_tf.config import Config
 
     base = Config.preset("paper")
-    specs = _module("protocol").protocol_specs(
+    from all_tf.experiments.protocol import protocol_specs
+
+    specs = protocol_specs(
         base, ["efficientnetv2s_cbam", "mobilenetv3small"], ["70:30"], [42, 43],
         ["stages", "every_block"])
     assert [s.run_id for s in specs] == [

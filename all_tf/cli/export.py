@@ -13,8 +13,6 @@ log = logging.getLogger("all_tf.export")
 
 ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8", "edge")
 DEFAULT_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8")
-INT8_MAX_ACCURACY_DROP = 0.005  # full int8 becomes the edge default within 0.5 point of Keras
-INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreement
 
 
 def _sample(pairs, count: int, seed: int = 0):
@@ -57,54 +55,6 @@ def _read_all(pairs):
         labels.append(label)
         paths.append(path)
     return images, labels, paths
-
-
-def verify_saved_model(path: str, files: list[str], keras_probs, labels=None,
-                       batch_size: int = 32) -> dict:
-    """Run ``serving_default`` on the files' bytes (decoding and preprocessing in the graph)."""
-    import time
-
-    import numpy as np
-    import tensorflow as tf
-
-    from all_tf.export.verify import compare
-
-    size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-    row = {"file": f"{Path(path).parent.name}/{Path(path).name} (serving_default)",
-           "variant": "savedmodel", "size_bytes": size}
-    try:
-        fn = tf.saved_model.load(path).signatures["serving_default"]
-        probs = []
-        start = time.perf_counter()
-        for i in range(0, len(files), batch_size):
-            data = [Path(f).read_bytes() for f in files[i:i + batch_size]]
-            probs.append(fn(image_bytes=tf.constant(data))["probabilities"].numpy())
-        elapsed = time.perf_counter() - start
-    except Exception as e:  # report, do not abort the export
-        row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-        return row
-    row.update(compare(np.concatenate(probs), np.asarray(keras_probs, np.float32), labels))
-    row["ms_per_image_batched"] = round(1000 * elapsed / max(len(files), 1), 3)
-    row["status"] = "ok"
-    return row
-
-
-def edge_default(rows: list[dict]) -> tuple[str, str]:
-    """Pick the edge model from verification rows: full int8 when it runs and keeps accuracy."""
-    by_variant = {r.get("variant"): r for r in rows}
-    int8 = by_variant.get("int8")
-    if int8 is None:
-        return "dynamic_int8", "full int8 was not exported"
-    if int8.get("status") != "ok":
-        return "dynamic_int8", f"full int8 does not run: {int8.get('status')}"
-    if int8.get("accuracy") is not None:
-        drop = int8["keras_accuracy"] - int8["accuracy"]
-        if drop > INT8_MAX_ACCURACY_DROP:
-            return "dynamic_int8", f"full int8 loses {100 * drop:.1f} accuracy points"
-        return "int8", f"full int8 runs and is within {100 * max(drop, 0):.1f} points of Keras"
-    if (int8.get("top1_agreement") or 0) < INT8_MIN_AGREEMENT:
-        return "dynamic_int8", f"full int8 top-1 agreement {int8['top1_agreement']:.3f} < {INT8_MIN_AGREEMENT}"
-    return "int8", f"full int8 runs with top-1 agreement {int8['top1_agreement']:.3f}"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -248,7 +198,12 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
                    f"({edge_path.stat().st_size / 1e6:.2f} MB)")
 
     if verify and (tflite_paths or "savedmodel" in written or "edge" in written):
-        from all_tf.export.verify import format_report, verify_tflite
+        from all_tf.export.verify import (
+            edge_default,
+            format_report,
+            verify_saved_model,
+            verify_tflite,
+        )
 
         pairs = collect_inputs(verify_data) if verify_data else test_pairs
         if not pairs:

@@ -38,50 +38,9 @@ PAPER_MODELS = (
     "efficientnetv2s_cbam,efficientnetv2s,mobilenetv3large,resnet50,densenet121,vgg16,inceptionv3"
 )
 QUICK_MODELS = "mobilenetv3small"
-FOLDED = ("contiguous", "kfold")
 HEADINGS = {"70:30": "Table 2 (the paper's protocol): 70:30 split",
             "60:40": "Table 3 (the paper's protocol): 60:40 split",
             "contiguous": "Per-fold runs of the contiguous split (pooled in crossval.md)"}
-
-
-def protocol_specs(base, models, splits, seeds, cbam_placements=None, folds=None):
-    """One ``RunSpec`` per model (x CBAM placement) x split (x fold) x seed, in that order.
-
-    Run ids are ``<model>_<split>_s<seed>``, and ``<model>_contiguous_f<fold>_s<seed>`` for
-    each fold of the contiguous split (``folds``, in the order given; default all
-    ``n_folds``); a CBAM placement other than ``base``'s makes the model tag
-    ``<model>-<placement>`` in the id and in the table's model column.
-
-    Raises:
-        ValueError: an invalid split kind, placement or fold.
-    """
-    from all_tf.experiments.protocol import RunSpec, split_tag
-    from all_tf.models import CBAM_PLACEMENTS
-
-    unknown = [p for p in cbam_placements or [] if p not in CBAM_PLACEMENTS]
-    if unknown:
-        raise ValueError(f"unknown CBAM placement(s) {unknown}; choose from {CBAM_PLACEMENTS}")
-    fold_order = list(range(base.split.n_folds)) if folds is None else list(folds)
-    bad = [f for f in fold_order if not 0 <= f < base.split.n_folds]
-    if bad or len(set(fold_order)) != len(fold_order):
-        raise ValueError(f"--folds {','.join(map(str, fold_order))}: each fold once, from 0 to "
-                         f"{base.split.n_folds - 1}")
-    specs = []
-    for split in splits:
-        for model in models:
-            placements = (cbam_placements or [base.model.cbam_placement]) \
-                if model.endswith("_cbam") else [base.model.cbam_placement]
-            for placement in placements:
-                tag = model if placement == base.model.cbam_placement else f"{model}-{placement}"
-                for fold in fold_order if split in FOLDED else [None]:
-                    for seed in seeds:
-                        cfg = base.override({"model.name": model, "split.seed": seed,
-                                             "model.cbam_placement": placement,
-                                             "split.kind": split, "split.fold": fold})
-                        part = split_tag(split) + ("" if fold is None else f"_f{fold}")
-                        columns = {"model": tag} if tag != model else {}
-                        specs.append(RunSpec(f"{tag}_{part}_s{seed}", cfg, columns))
-    return specs
 
 
 @click.command()
@@ -179,7 +138,13 @@ def main(
     hybrid_backend,
 ):
     """Run the classification protocol and write its results tables."""
-    from all_tf.experiments.protocol import run_specs, write_summary
+    from all_tf.experiments.protocol import (
+        protocol_specs,
+        read_rows,
+        run_specs,
+        write_crossval,
+        write_summary,
+    )
 
     base = base_config(
         quick, config_file, data_dir, image_size, epochs, batch_size, mixed_precision
@@ -208,8 +173,6 @@ def main(
         )
     except ValueError as e:
         fail(e)
-    from all_tf.experiments.protocol import read_rows
-
     # The table covers every run in results.csv, not only this invocation's seeds.
     all_seeds = sorted({int(r["seed"]) for r in read_rows(output_dir / "results.csv")} | set(seeds))
     intro = (
@@ -224,74 +187,6 @@ def main(
         path = write_crossval(output_dir, [s for s in specs if s.cfg.split.kind == "contiguous"],
                               base, colour_baseline, tta, folds)
         click.echo(f"cross-validation (pooled out-of-fold): {path}")
-
-
-def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bool = False,
-                   folds=None) -> Path:
-    """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md.
-
-    ``folds``: the folds pooled (default all). A subset writes ``crossval_f<folds>.json`` /
-    ``.md`` instead (so a full cross-validation's tables are never replaced by part of one),
-    scores the colour baseline on the same folds (cached as ``colour_baseline_oof_f<folds>.json``)
-    and names the folds in the text. With the colour baseline, each recipe is also scored
-    with the colour check (:mod:`all_tf.inference.colour_check`) fitted on the same folds.
-    """
-
-    from all_tf.evaluation.crossval import (
-        crossval_markdown,
-        pooled_out_of_fold,
-        write_json,
-    )
-    from all_tf.experiments.audit import colour_baseline_oof
-    from all_tf.io import atomic_write_text, cached_json
-
-    cfg = base.split
-    pooled_folds = list(range(cfg.n_folds)) if folds is None else sorted(folds)
-    subset = pooled_folds != list(range(cfg.n_folds))
-    suffix = "_f" + "".join(map(str, pooled_folds)) if subset else ""
-    colour = None
-    if colour_baseline:
-        cache = output_dir / f"colour_baseline_oof{suffix}.json"
-
-        def compute():
-            return colour_baseline_oof(base.data_dir, base.split, folds=pooled_folds,
-                                       block_size=cfg.block_size)
-
-        colour = cached_json(cache, compute)
-        if "check" not in colour:  # cached before the colour check existed
-            cache.unlink()
-            colour = cached_json(cache, compute)
-    check = colour["check"] if colour else None
-    groups: dict[str, list[Path]] = {}
-    for spec in specs:
-        name = f"{spec.columns.get('model', spec.cfg.model.name)} s{spec.cfg.split.seed}"
-        groups.setdefault(name, []).append(output_dir / "runs" / spec.run_id)
-    results = {}
-    for name, dirs in groups.items():
-        results[name] = pooled_out_of_fold(dirs, threshold=base.uncertainty_threshold,
-                                           block_size=base.split.block_size, colour_check=check)
-        if tta and base.preprocess.input_mode == "image":
-            from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE, write_tta_predictions
-
-            for run_dir in dirs:
-                write_tta_predictions(run_dir)
-            results[f"{name} + TTA"] = pooled_out_of_fold(
-                dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
-                predictions=TTA_PREDICTIONS_FILE, colour_check=check)
-    write_json(output_dir / f"crossval{suffix}.json",
-               {"recipes": results, "colour_baseline": colour, "folds": pooled_folds})
-    pooled = (f"Only fold{'s' if len(pooled_folds) > 1 else ''} "
-              f"{', '.join(map(str, pooled_folds))} of the {cfg.n_folds} pooled here: not a "
-              "full cross-validation. " if subset else "")
-    text = (f"# Contiguous cross-validation\n\n{pooled}{cfg.n_folds} contiguous folds per class, "
-            f"embargo {cfg.embargo} file numbers, pooled out-of-fold test predictions; CIs "
-            f"resample blocks of {cfg.block_size} file numbers within each class (1000 draws); "
-            "'cal.' = temperature fitted on each fold's validation part; confidence threshold "
-            f"{base.uncertainty_threshold}. Values in %.\n\n"
-            + crossval_markdown(results, colour))
-    path = output_dir / f"crossval{suffix}.md"
-    atomic_write_text(path, text)
-    return path
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ takes int8), and writes the dequantised probabilities and ms/image for each thre
 :func:`verify_tflite` starts one worker per file, so a delegate crash (an abort in
 ``allocate_tensors``, say) is reported as that file's status instead of killing the caller, and
 the converter's calibration never shares a process with the interpreter.
+:func:`verify_saved_model` runs a SavedModel's ``serving_default`` on image bytes, and
+:func:`edge_default` picks the file for edge devices from the rows of both.
 
 Example:
     >>> from all_tf.export.verify import verify_tflite  # doctest: +SKIP
@@ -30,6 +32,9 @@ import numpy as np
 
 from all_tf.inference.model_files import read_metadata
 from all_tf.inference.tflite_runner import TFLiteRunner
+
+INT8_MAX_ACCURACY_DROP = 0.005  # full int8 becomes the edge default within 0.5 point of Keras
+INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreement
 
 
 def run_interpreter(path: str, inputs: np.ndarray, threads: Sequence[int] = (1, 2),
@@ -143,6 +148,51 @@ def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray | Non
         out["accuracy"] = float(np.mean(probs.argmax(1) == labels))
         out["keras_accuracy"] = float(np.mean(keras_probs.argmax(1) == labels))
     return out
+
+
+def verify_saved_model(path: str, files: list[str], keras_probs, labels=None,
+                       batch_size: int = 32) -> dict:
+    """Run ``serving_default`` on the files' bytes (decoding and preprocessing in the graph)."""
+    import time
+
+    import tensorflow as tf
+
+    size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    row = {"file": f"{Path(path).parent.name}/{Path(path).name} (serving_default)",
+           "variant": "savedmodel", "size_bytes": size}
+    try:
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        probs = []
+        start = time.perf_counter()
+        for i in range(0, len(files), batch_size):
+            data = [Path(f).read_bytes() for f in files[i:i + batch_size]]
+            probs.append(fn(image_bytes=tf.constant(data))["probabilities"].numpy())
+        elapsed = time.perf_counter() - start
+    except Exception as e:  # report, do not abort the export
+        row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+        return row
+    row.update(compare(np.concatenate(probs), np.asarray(keras_probs, np.float32), labels))
+    row["ms_per_image_batched"] = round(1000 * elapsed / max(len(files), 1), 3)
+    row["status"] = "ok"
+    return row
+
+
+def edge_default(rows: list[dict]) -> tuple[str, str]:
+    """Pick the edge model from verification rows: full int8 when it runs and keeps accuracy."""
+    by_variant = {r.get("variant"): r for r in rows}
+    int8 = by_variant.get("int8")
+    if int8 is None:
+        return "dynamic_int8", "full int8 was not exported"
+    if int8.get("status") != "ok":
+        return "dynamic_int8", f"full int8 does not run: {int8.get('status')}"
+    if int8.get("accuracy") is not None:
+        drop = int8["keras_accuracy"] - int8["accuracy"]
+        if drop > INT8_MAX_ACCURACY_DROP:
+            return "dynamic_int8", f"full int8 loses {100 * drop:.1f} accuracy points"
+        return "int8", f"full int8 runs and is within {100 * max(drop, 0):.1f} points of Keras"
+    if (int8.get("top1_agreement") or 0) < INT8_MIN_AGREEMENT:
+        return "dynamic_int8", f"full int8 top-1 agreement {int8['top1_agreement']:.3f} < {INT8_MIN_AGREEMENT}"
+    return "int8", f"full int8 runs with top-1 agreement {int8['top1_agreement']:.3f}"
 
 
 def _variant(path: Path) -> str:

@@ -132,8 +132,8 @@ def build_for_config(cfg: Config, steps_per_epoch: int):
     """Build and compile the model, loss schedule and optimizer of ``cfg`` (in the strategy scope)."""
     import keras
 
-    from all_tf.losses import ScheduledFocalLoss
     from all_tf.models import build_from_config
+    from all_tf.training.losses import ScheduledFocalLoss
     from all_tf.training.optim import make_optimizer
 
     model = build_from_config(cfg)
@@ -220,8 +220,8 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
         split.save(split_path, root=cfg.data_dir)
     cfg.save(out / "config.json")
 
-    from all_tf.losses import LossScheduleCallback
     from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, RunCheckpoints
+    from all_tf.training.losses import LossScheduleCallback
 
     history_path = out / "history.csv"
     callbacks = [

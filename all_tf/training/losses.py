@@ -8,7 +8,7 @@ rebuilds the train and test functions once, at the switch.
 
 Example:
     >>> import keras
-    >>> from all_tf.losses import LossScheduleCallback, ScheduledFocalLoss
+    >>> from all_tf.training.losses import LossScheduleCallback, ScheduledFocalLoss
     >>> loss = ScheduledFocalLoss(gamma=2.0, alpha=0.25, warmup_epochs=5)
     >>> # model.compile(optimizer, loss=loss)
     >>> # model.fit(..., callbacks=[LossScheduleCallback(loss)])
