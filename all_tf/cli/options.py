@@ -59,6 +59,19 @@ def csv_list(kind=str):
     return callback
 
 
+def config_from_file(config_file: Path):
+    """A config JSON as the start of a new run: every setting but the fitted Reinhard target.
+
+    A run's config holds the Reinhard target fitted on *its* training part; every new run fits
+    its own, so another fold's or seed's test images never shape it.
+    """
+    from all_tf.config import Config
+
+    cfg = Config.load(config_file)
+    cfg.preprocess.reinhard_target = None
+    return cfg
+
+
 def base_config(quick: bool, config_file: Path | None, data_dir: Path | None,
                 image_size: int | None, epochs: int | None, batch_size: int | None,
                 mixed_precision: bool | None):
@@ -69,13 +82,8 @@ def base_config(quick: bool, config_file: Path | None, data_dir: Path | None,
     """
     from all_tf.config import Config
 
-    if config_file is not None:
-        cfg = Config.load(config_file)
-        # A run's config holds the Reinhard target fitted on *its* training part; every run
-        # of an experiment fits its own, so another seed's test images never shape it.
-        cfg.preprocess.reinhard_target = None
-    else:
-        cfg = Config.preset("quick" if quick else "paper")
+    cfg = config_from_file(config_file) if config_file is not None \
+        else Config.preset("quick" if quick else "paper")
     if data_dir is None and not cfg.data_dir:
         if not quick:
             raise click.UsageError("--data-dir is required without --quick")

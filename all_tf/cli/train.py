@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from all_tf.cli import SAMPLE_ALL4_DIR, data_dir_option, output_dir_option, seed_option
+from all_tf.cli.options import config_from_file
 from all_tf.config import (
     CBAM_PLACEMENTS,
     COLOUR_SPACES,
@@ -77,8 +78,7 @@ def resolve_config(preset: str | None, config_file: Path | None, data_dir: Path 
                    overrides: dict) -> Config:
     """Preset (or config file), then the options given on the command line."""
     if config_file is not None:
-        cfg = Config.load(config_file)
-        cfg.preprocess.reinhard_target = None  # refitted on this run's training part
+        cfg = config_from_file(config_file)
     else:
         cfg = Config.preset(preset or ("quick" if data_dir is None else "paper"))
     cfg.data_dir = str(data_dir or cfg.data_dir or SAMPLE_ALL4_DIR)
