@@ -188,6 +188,13 @@ def test_pooled_out_of_fold_calibrates_each_fold_on_its_validation_part(tmp_path
     assert result["calibrated"]["nll"] < result["raw"]["nll"]
     twice = pooled_out_of_fold([runs[0], runs[0]], n_boot=10)
     assert twice["raw"]["n"] == 120 and twice["duplicates_dropped"] == 120
+    other_root = tmp_path / "f0_other_root"  # the same images under another dataset root
+    other_root.mkdir()
+    text = (runs[0] / PREDICTIONS_FILE).read_text()
+    (other_root / PREDICTIONS_FILE).write_text(text.replace(",/d/", ",../data/all4/"))
+    assert ",../data/all4/" in (other_root / PREDICTIONS_FILE).read_text()
+    twice = pooled_out_of_fold([runs[0], other_root], n_boot=10)
+    assert twice["raw"]["n"] == 120 and twice["duplicates_dropped"] == 120
     # the per-fold threshold that flags 90 % of the validation errors, scored on the test folds
     chosen = result["val_chosen_threshold"]
     for run, t in zip(runs, chosen["thresholds"], strict=True):
@@ -234,6 +241,16 @@ def test_threshold_sweep_by_hand():
     need = sweep["for_flag_share"]
     assert 0.6 < need["threshold"] < 0.6001 and need["coverage"] == 0.6
     assert threshold_sweep(y[:2], p[:2])["for_flag_share"] is None  # no errors
+
+
+def test_threshold_for_90_percent_flags_exactly_9_of_10_errors():
+    from all_tf.evaluation.crossval import threshold_sweep
+
+    conf = np.linspace(0.55, 0.95, 10)  # ten errors, all with true class 1
+    p = np.stack([conf, 1 - conf], axis=1)
+    need = threshold_sweep(np.ones(10, int), p, ())["for_flag_share"]
+    assert conf[8] < need["threshold"] < conf[9]  # the lowest threshold flagging 90 %
+    assert need["errors_flagged"] == 0.9 and need["coverage"] == 0.1
 
 
 def test_colour_check_flags_the_errors_it_disagrees_with(tmp_path):

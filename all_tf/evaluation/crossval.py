@@ -150,8 +150,10 @@ def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLD
 
     needed = None
     if wrong.any():
-        # flag an error when its confidence is below t: t just above the share-quantile
-        t = float(np.nextafter(np.quantile(confidence[wrong], flag_share, method="higher"), 2))
+        # flag an error when its confidence is below t: t just above the k-th smallest error
+        # confidence, k = ceil(share * errors) (the inverted-CDF quantile)
+        t = float(np.nextafter(np.quantile(confidence[wrong], flag_share,
+                                           method="inverted_cdf"), 2))
         needed = {"share": flag_share, **at(t)}
     return {"rows": [at(t) for t in thresholds], "for_flag_share": needed}
 
@@ -231,7 +233,8 @@ def pooled_out_of_fold(run_dirs: Sequence[str | Path], threshold: float = UNCERT
         paths.append(test["path"])
         folds.append(oof_metrics(test["y"], test["p"], threshold))
     paths = np.concatenate(paths)
-    _, first = np.unique(paths, return_index=True)
+    # an image tested by two folds counts once, whatever dataset root each run was given
+    _, first = np.unique([image_key(p) for p in paths], return_index=True)
     keep = np.sort(first)
     y, raw, cal = (np.concatenate(a)[keep] for a in (ys, raw, cal))
     strict = np.concatenate(strict)[keep]
