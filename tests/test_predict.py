@@ -273,29 +273,58 @@ def test_failure_inside_segmentation_is_a_row_and_the_rest_goes_on(run, tmp_path
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_interrupted_run_keeps_its_rows_in_a_partial_file(run, tmp_path, monkeypatch, fmt):
+def test_interrupted_run_resumes_where_it_stopped(run, tmp_path, monkeypatch, fmt):
     from all_tf.inference import predictor
 
     real = predictor.iter_predictions
+    predicted = []
 
-    def two_then_fail(*args, **kwargs):
-        for i, row in enumerate(real(*args, **kwargs)):
-            if i == 2:
+    def counted(*args, **kwargs):
+        for row in real(*args, **kwargs):
+            predicted.append(row["file"])
+            if counted.fail_at == len(predicted):
                 raise RuntimeError("killed")
             yield row
 
-    monkeypatch.setattr(predictor, "iter_predictions", two_then_fail)
-    files = sorted((SAMPLE_ALL4 / "Early").glob("*.jpg"))[:4]
+    monkeypatch.setattr(predictor, "iter_predictions", counted)
+    files = sorted((SAMPLE_ALL4 / "Early").glob("*.jpg"))[:5]
     out = tmp_path / f"out.{fmt}"
-    result = CliRunner().invoke(main, [str(backends(run)["keras_file"]), *map(str, files),
-                                       "-o", str(out), "--batch-size", "1", "--no-progress"])
-    assert isinstance(result.exception, RuntimeError)
-    assert not out.exists()
+    args = [str(backends(run)["keras_file"]), *map(str, files), "-o", str(out),
+            "--batch-size", "1", "--no-progress"]
+    counted.fail_at = 3  # two rows written, the third batch interrupted
+    result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, RuntimeError) and not out.exists()
     partial = tmp_path / f"out.{fmt}.partial"
-    assert f"stopped after 2 images; their rows are in {partial}" in result.output
-    rows = read_csv(partial) if fmt == "csv" else json.loads(partial.read_text())
-    assert [r["file"] for r in rows] == [str(f) for f in files[:2]]
-    assert all(r["class"] in CLASS_NAMES for r in rows)
+    assert "stopped after 2 images; rerun the same command to resume" in result.output
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[1])["file"] == str(files[0])
+
+    predicted.clear()
+    counted.fail_at = None
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "resuming: 2 images already done" in result.output
+    assert predicted == [str(f) for f in files[2:]]  # only what was not done
+    assert not partial.exists()
+    rows = read_csv(out) if fmt == "csv" else json.loads(out.read_text())
+    fresh, _ = predict([backends(run)["keras_file"], *files], tmp_path, f"fresh.{fmt}")
+    expected = read_csv(tmp_path / f"fresh.{fmt}") if fmt == "csv" \
+        else json.loads((tmp_path / f"fresh.{fmt}").read_text())
+    assert rows == expected  # the same rows, in the same order, as an uninterrupted run
+
+
+def test_partial_rows_of_another_model_are_not_reused(tmp_path):
+    from all_tf.inference.partial_rows import PartialRows
+
+    path = tmp_path / "p.csv.partial"
+    with PartialRows(path, "a.keras", None, 0.7).start([]) as rows:
+        rows.write({"file": "x.png", "error": ""})
+        rows.write({"file": "y.png", "error": ""})
+    with open(path, "a") as f:
+        f.write('{"file": "z.p')  # a line cut by a crash
+    assert [r["file"] for r in PartialRows(path, "a.keras", None, 0.7).load()] == ["x.png", "y.png"]
+    assert PartialRows(path, "a.keras", None, 0.8).load() == []  # another threshold
+    assert PartialRows(path, "a.keras", "other.json", 0.7).load() == []  # another config
 
 
 def test_rows_come_in_input_order_as_batches_finish(run):

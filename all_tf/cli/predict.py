@@ -21,8 +21,8 @@ colour check's class, models whose gate has one); ``nuclei`` (connected componen
 :func:`all_tf.segmentation.segment_nuclei` at the image's own resolution; the gate counts
 at 224 px, so the two can differ) and ``error`` (empty, or why the file was skipped:
 a bad file never stops the others). Rows are written as each batch finishes; with
-``--output`` they go to ``<output>.partial`` until every input is done, so an interrupted run
-keeps what it computed.
+``--output`` they go to ``<output>.partial`` (:mod:`all_tf.inference.partial_rows`) until every
+input is done, and rerunning an interrupted command predicts only the images it had not done.
 
 Example:
     $ python -m all_tf.predict all_tf/sample_data/all4 -o preds.csv       # the released model
@@ -65,12 +65,7 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
     (or TF Serving's <name>/<version>/ layout) or a .tflite file with its .json metadata
     beside it. The older form "predict MODEL INPUTS..." still works.
     """
-    from all_tf.inference.predictor import (
-        RowWriter,
-        iter_predictions,
-        load_backend,
-        resolve_model,
-    )
+    from all_tf.inference.predictor import load_backend, resolve_model
 
     try:
         model, inputs = resolve_model(model, inputs)
@@ -83,31 +78,13 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
     fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
-    rows = iter_predictions(backend, inputs, overlays, batch_size, progress, threshold)
-    # rows are written as each batch finishes: an interrupted run keeps what it has computed,
-    # in <output>.partial, renamed to <output> once every input is done
-    partial = None if output is None else output.with_name(output.name + ".partial")
-    count = errors = 0
-    stream = sys.stdout if output is None else open(partial, "w", encoding="utf-8", newline="")
-    try:
-        with RowWriter(stream, fmt) as out:
-            for row in rows:
-                out.write(row)
-                count += 1
-                errors += bool(row["error"])
-    except BaseException:
-        if partial is not None:
-            stream.close()
-            click.echo(f"stopped after {count} images; their rows are in {partial}", err=True)
-        raise
-    if partial is not None:
-        stream.close()
-        if count == 0:
-            partial.unlink()
-        else:
-            import os
-
-            os.replace(partial, output)
+    threshold = backend.threshold if threshold is None else threshold
+    if output is None:
+        count, errors = _predict_to_stdout(backend, inputs, overlays, batch_size, progress,
+                                           threshold, fmt)
+    else:
+        count, errors = _predict_to_file(backend, inputs, overlays, batch_size, progress,
+                                         threshold, fmt, output, config_path)
     if count == 0:
         from all_tf.io import IMAGE_EXTENSIONS
 
@@ -117,6 +94,55 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
                err=True)
     if errors == count:
         sys.exit(1)
+
+
+def _predict_to_stdout(backend, inputs, overlays, batch_size, progress, threshold, fmt):
+    from all_tf.inference.predictor import RowWriter, iter_predictions
+
+    count = errors = 0
+    with RowWriter(sys.stdout, fmt) as out:
+        for row in iter_predictions(backend, inputs, overlays, batch_size, progress, threshold):
+            out.write(row)
+            count += 1
+            errors += bool(row["error"])
+    return count, errors
+
+
+def _predict_to_file(backend, inputs, overlays, batch_size, progress, threshold, fmt, output,
+                     config_path):
+    """Rows go to <output>.partial as each batch finishes, and to <output> once all are done;
+    a rerun keeps the finished rows of the partial file (same model, config and threshold)."""
+    import io
+
+    from all_tf.data import collect_inputs
+    from all_tf.inference.partial_rows import PartialRows
+    from all_tf.inference.predictor import iter_predictions, write_rows
+    from all_tf.io import atomic_write_text
+
+    order = {p: k for k, (p, _) in enumerate(collect_inputs(inputs, labelled=False))}
+    partial = PartialRows(output.with_name(output.name + ".partial"), backend.path, config_path,
+                          threshold)
+    kept = [r for r in partial.load() if r["file"] in order and not r["error"]]
+    if kept:
+        click.echo(f"resuming: {len(kept)} images already done in {partial.path}", err=True)
+    rows = list(kept)
+    try:
+        with partial.start(kept):
+            for row in iter_predictions(backend, inputs, overlays, batch_size, progress,
+                                        threshold, skip={r["file"] for r in kept}):
+                partial.write(row)
+                rows.append(row)
+    except BaseException:
+        click.echo(f"stopped after {len(rows)} images; rerun the same command to resume from "
+                   f"{partial.path}", err=True)
+        raise
+    if rows:
+        rows.sort(key=lambda r: order.get(r["file"], len(order)))
+        buf = io.StringIO()
+        write_rows(rows, fmt, buf)
+        atomic_write_text(output, buf.getvalue())
+    partial.path.unlink()
+    return len(rows), sum(bool(r["error"]) for r in rows)
 
 if __name__ == "__main__":
     main()
