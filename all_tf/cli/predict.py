@@ -119,17 +119,19 @@ def _predict_to_file(backend, inputs, overlays, batch_size, progress, threshold,
     from all_tf.inference.predictor import iter_predictions, write_rows
     from all_tf.io import atomic_write_text
 
+    # listed once here; the files still to do are passed on as paths
     order = {p: k for k, (p, _) in enumerate(collect_inputs(inputs, labelled=False))}
     partial = PartialRows(output.with_name(output.name + ".partial"), backend.path, config_path,
                           threshold)
     kept = [r for r in partial.load() if r["file"] in order and not r["error"]]
     if kept:
         click.echo(f"resuming: {len(kept)} images already done in {partial.path}", err=True)
+    done = {r["file"] for r in kept}
     rows = list(kept)
     try:
         with partial.start(kept):
-            for row in iter_predictions(backend, inputs, overlays, batch_size, progress,
-                                        threshold, skip={r["file"] for r in kept}):
+            for row in iter_predictions(backend, [p for p in order if p not in done], overlays,
+                                        batch_size, progress, threshold):
                 partial.write(row)
                 rows.append(row)
     except BaseException:

@@ -191,7 +191,7 @@ def gradcam_items(model, cfg, pairs, per_class: int = 2, alpha: float = 0.4,
     class_names = class_names or CLASS_NAMES
     pre = view_preprocess_config(cfg)
     chosen: dict[int | None, list] = {}
-    items = []
+    picked = []  # (label, item)
     for path, label in pairs:
         if len(chosen.setdefault(label, [])) >= per_class:
             continue
@@ -202,19 +202,16 @@ def gradcam_items(model, cfg, pairs, per_class: int = 2, alpha: float = 0.4,
         rgb = input_views(rgb, cfg, max_crops=1)[0]  # crop mode: the largest nucleus
         heat, cls, probs = grad_cam(model, preprocess_image(rgb, pre)[None])
         chosen[label].append(path)
-        items.append({
+        picked.append((label, {
             "overlay": overlay_heatmap(resize_to(rgb, pre.image_size), heat[0], alpha),
             "true": "?" if label is None else class_names[label],
             "pred": class_names[int(cls[0])],
             "confidence": float(probs[0].max()),
             "empty": bool(heat[0].max() == 0.0),
             "path": str(path),
-            "label": label,
-        })
-    items.sort(key=lambda item: (item["label"] is None, item["label"] or 0))
-    for item in items:
-        del item["label"]
-    return items
+        }))
+    picked.sort(key=lambda pair: (pair[0] is None, pair[0] or 0))  # stable: file order kept
+    return [item for _, item in picked]
 
 
 def gradcam_for_run(run_dir, per_class: int = 2, part: str = "test", alpha: float = 0.4,

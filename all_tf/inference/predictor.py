@@ -19,7 +19,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,13 +241,11 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
 
 def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
                      batch_size: int = 16, progress: bool = True,
-                     threshold: float | None = None,
-                     skip: Collection[str] = ()) -> Iterator[dict]:
+                     threshold: float | None = None) -> Iterator[dict]:
     """Like :func:`predict_files`, yielding rows in input order as each batch is done.
 
     A file that cannot be read or processed becomes a row with status ``error`` and the reason;
-    the others go on. Files in ``skip`` (as :func:`all_tf.data.collect_inputs` lists them) are
-    left out: an earlier run has their rows.
+    the others go on.
     """
     from tqdm import tqdm
 
@@ -258,8 +256,7 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
 
     cfg = backend.config
     threshold = backend.threshold if threshold is None else float(threshold)
-    skip = set(skip)
-    files = [p for p, _ in collect_inputs(items, labelled=False) if p not in skip]
+    files = [p for p, _ in collect_inputs(items, labelled=False)]
     rows: list[dict] = []  # done or pending, not yet yielded
     pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None, int | None]] = []
     gate = backend.gate
