@@ -59,11 +59,16 @@ def test_part_accuracy(run_dir) -> float:
 test_part_accuracy.__test__ = False  # a helper, not a test
 
 
-def script_command(name: str):
-    """The Click command ``main`` of ``scripts/<name>.py``, loaded without running it."""
+def script_module(name: str):
+    """The module ``scripts/<name>.py``, loaded without running it."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"all_tf_script_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def script_command(name: str):
+    """The Click command ``main`` of ``scripts/<name>.py``, loaded without running it."""
+    return script_module(name).main

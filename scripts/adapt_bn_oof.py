@@ -1,0 +1,135 @@
+"""Out of fold: does re-estimating BatchNorm statistics on a new batch help (AdaBN)?
+
+AdaBN (Li et al. 2016, "Revisiting Batch Normalization for Practical Domain Adaptation")
+replaces each BatchNormalization layer's moving mean and variance with those of the new
+domain's images, unlabelled, before predicting them. Here a "new batch" is a part of each
+contiguous fold run: every fold's best checkpoint is adapted on its test part (and, separately,
+on its validation part) and re-scored, single view and with the 8-view test-time augmentation.
+
+``--scope part`` adapts on the whole part (all four classes, as a new acquisition of a mixed
+set of slides would be). ``--scope class`` adapts on each class's block of the part separately:
+a stress test of a batch that holds one class only (it groups by the true label, so it is not
+a deployable procedure, only the label-shift case a user would meet).
+
+The output folder has the layout of ``all-tf protocol``'s (``runs/<run id>/`` with
+``predictions.csv``, ``predictions_tta.csv``, ``metrics.json``, ``split.json``,
+``config.json``), so ``scripts/combine_oof.py`` scores it against the unadapted runs. Finished
+runs are skipped on a rerun.
+
+These are measurements, not a released path: no released model adapts its statistics.
+
+Example:
+    .venv/bin/python scripts/adapt_bn_oof.py results/cv_mnv3_A_fp32 \\
+        --data-dir ../shared/data/all4 -o results/cv_mnv3_A_fp32_adabn
+    .venv/bin/python scripts/combine_oof.py results/cv_mnv3_A_fp32 \\
+        results/cv_mnv3_A_fp32_adabn --data-dir ../shared/data/all4
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import numpy as np
+
+import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without a GPU)
+
+
+def adapt_batchnorm(model, x: np.ndarray) -> int:
+    """Set every BatchNormalization layer's moving statistics to those of ``x`` (AdaBN).
+
+    One forward pass in training mode over all of ``x`` (N, S, S, 3) with momentum 0: each
+    layer's statistics are those of its input given the already adapted layers before it.
+    Weights are unchanged. Returns the number of layers adapted.
+    """
+    import keras
+
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def _fold_runs(protocol_dir: Path) -> list[Path]:
+    runs = sorted(r for r in (protocol_dir / "runs").glob("*_contiguous_f*")
+                  if (r / "metrics.json").exists() and (r / "checkpoints" / "best.keras").exists())
+    if not runs:
+        raise click.ClickException(f"{protocol_dir}: no finished contiguous fold runs with a "
+                                   "checkpoints/best.keras in runs/")
+    return runs
+
+
+@click.command()
+@click.argument("protocol_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="all4 root.")
+@click.option("--output-dir", "-o", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Protocol-layout folder for the adapted predictions.")
+@click.option("--scope", type=click.Choice(["part", "class"]), default="part", show_default=True,
+              help="Adapt on each whole part, or on each class's block of it.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Prediction batch size (the adaptation pass takes a whole group at once).")
+def main(protocol_dir, data_dir, output_dir, scope, batch_size):
+    """Re-score PROTOCOL_DIR's fold runs with BatchNorm statistics adapted on each part."""
+    from all_tf.evaluation.metrics import compute_metrics
+    from all_tf.evaluation.predictions import (
+        PREDICTIONS_FILE,
+        eval_outputs,
+        per_image,
+        write_predictions,
+    )
+    from all_tf.evaluation.runs import load_config, load_model, load_split
+    from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
+    from all_tf.inference.tta import tta_probabilities
+    from all_tf.io import atomic_write_text
+
+    for run in _fold_runs(protocol_dir):
+        out = output_dir / "runs" / run.name
+        if (out / "config.json").exists():
+            click.echo(f"{run.name}: done earlier, skipped", err=True)
+            continue
+        cfg = load_config(run)
+        if cfg.preprocess.input_mode != "image":
+            raise click.ClickException(f"{run}: AdaBN here is for whole-field runs")
+        split = load_split(run, data_dir)
+        single, tta = {}, {}
+        for part in ("val", "test"):
+            records = getattr(split, part)
+            x, labels, index = eval_outputs(lambda batch: batch, records, cfg, batch_size)
+            groups = [np.arange(len(x))] if scope == "part" else \
+                [np.flatnonzero(labels == c) for c in np.unique(labels)]
+            p1 = np.zeros((len(x), 4), np.float32)
+            p8 = np.zeros((len(x), 4), np.float32)
+            for rows in groups:
+                model = load_model(run)  # fresh statistics for every group
+                adapt_batchnorm(model, x[rows])
+                p1[rows] = model.predict(x[rows], batch_size=batch_size, verbose=0)
+                p8[rows] = tta_probabilities(model, x[rows], batch_size)
+            single[part] = (records, *per_image(labels, index, p1))
+            tta[part] = (records, *per_image(labels, index, p8))
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(out / PREDICTIONS_FILE, single)
+        write_predictions(out / TTA_PREDICTIONS_FILE, tta)
+        shutil.copy2(run / "split.json", out / "split.json")
+        _, y_true, probs, _ = single["test"]
+        metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
+        metrics["source"] = f"{run}: BatchNorm statistics adapted per {scope} (AdaBN)"
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        cfg.save(out / "config.json")  # last: a run directory with a config is complete
+        before = json.loads((run / "metrics.json").read_text())["accuracy"]
+        click.echo(f"{run.name}: test accuracy {before:.4f} -> {metrics['accuracy']:.4f} "
+                   "adapted", err=True)
+
+
+if __name__ == "__main__":
+    main()
