@@ -3,13 +3,9 @@
 AdaBN (Li et al. 2016, "Revisiting Batch Normalization for Practical Domain Adaptation")
 replaces each BatchNormalization layer's moving mean and variance with those of the new
 domain's images, unlabelled, before predicting them. Here a "new batch" is a part of each
-contiguous fold run: every fold's best checkpoint is adapted on its test part (and, separately,
-on its validation part) and re-scored, single view and with the 8-view test-time augmentation.
-
-``--scope part`` adapts on the whole part (all four classes, as a new acquisition of a mixed
-set of slides would be). ``--scope class`` adapts on each class's block of the part separately:
-a stress test of a batch that holds one class only (it groups by the true label, so it is not
-a deployable procedure, only the label-shift case a user would meet).
+contiguous fold run: every fold's best checkpoint is adapted on its test part (all four
+classes' blocks together) and, separately, on its validation part, and re-scored, single view
+and with the 8-view test-time augmentation.
 
 The output folder has the layout of ``all-tf protocol``'s (``runs/<run id>/`` with
 ``predictions.csv``, ``predictions_tta.csv``, ``metrics.json``, ``split.json``,
@@ -75,11 +71,9 @@ def _fold_runs(protocol_dir: Path) -> list[Path]:
 @click.option("--output-dir", "-o", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Protocol-layout folder for the adapted predictions.")
-@click.option("--scope", type=click.Choice(["part", "class"]), default="part", show_default=True,
-              help="Adapt on each whole part, or on each class's block of it.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Prediction batch size (the adaptation pass takes a whole group at once).")
-def main(protocol_dir, data_dir, output_dir, scope, batch_size):
+def main(protocol_dir, data_dir, output_dir, batch_size):
     """Re-score PROTOCOL_DIR's fold runs with BatchNorm statistics adapted on each part."""
     from all_tf.evaluation.metrics import compute_metrics
     from all_tf.evaluation.predictions import (
@@ -106,24 +100,19 @@ def main(protocol_dir, data_dir, output_dir, scope, batch_size):
         for part in ("val", "test"):
             records = getattr(split, part)
             x, labels, index = eval_outputs(lambda batch: batch, records, cfg, batch_size)
-            groups = [np.arange(len(x))] if scope == "part" else \
-                [np.flatnonzero(labels == c) for c in np.unique(labels)]
-            p1 = np.zeros((len(x), 4), np.float32)
-            p8 = np.zeros((len(x), 4), np.float32)
-            for rows in groups:
-                model = load_model(run)  # fresh statistics for every group
-                adapt_batchnorm(model, x[rows])
-                p1[rows] = model.predict(x[rows], batch_size=batch_size, verbose=0)
-                p8[rows] = tta_probabilities(model, x[rows], batch_size)
+            model = load_model(run)  # the stored statistics, adapted to this part only
+            adapt_batchnorm(model, x)
+            p1 = model.predict(x, batch_size=batch_size, verbose=0)
             single[part] = (records, *per_image(labels, index, p1))
-            tta[part] = (records, *per_image(labels, index, p8))
+            tta[part] = (records, *per_image(labels, index,
+                                             tta_probabilities(model, x, batch_size)))
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / PREDICTIONS_FILE, single)
         write_predictions(out / TTA_PREDICTIONS_FILE, tta)
         shutil.copy2(run / "split.json", out / "split.json")
         _, y_true, probs, _ = single["test"]
         metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-        metrics["source"] = f"{run}: BatchNorm statistics adapted per {scope} (AdaBN)"
+        metrics["source"] = f"{run}: BatchNorm statistics adapted on each part (AdaBN)"
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         cfg.save(out / "config.json")  # last: a run directory with a config is complete
         before = json.loads((run / "metrics.json").read_text())["accuracy"]
