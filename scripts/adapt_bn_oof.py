@@ -12,6 +12,10 @@ The output folder has the layout of ``all-tf protocol``'s (``runs/<run id>/`` wi
 ``config.json``), so ``scripts/combine_oof.py`` scores it against the unadapted runs. Finished
 runs are skipped on a rerun.
 
+The adaptation pass holds a whole part (about 540 fields) in one training-mode forward pass:
+MobileNetV3-Small at 128 px fits in a few GiB; EfficientNetV2-S + CBAM at 128 px needed more
+than 20 GiB and was stopped by the out-of-memory killer on a 24 GiB machine.
+
 These are measurements, not a released path: no released model adapts its statistics.
 
 Example:
