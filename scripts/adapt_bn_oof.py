@@ -13,8 +13,8 @@ The output folder has the layout of ``all-tf protocol``'s (``runs/<run id>/`` wi
 runs are skipped on a rerun.
 
 The adaptation pass holds a whole part (about 540 fields) in one training-mode forward pass:
-MobileNetV3-Small at 128 px fits in a few GiB; EfficientNetV2-S + CBAM at 128 px needed more
-than 20 GiB and was stopped by the out-of-memory killer on a 24 GiB machine.
+MobileNetV3-Small at 128 px runs on a 24 GiB machine; EfficientNetV2-S + CBAM at 128 px
+reached 20 GiB there and was stopped by the out-of-memory killer.
 
 These are measurements, not a released path: no released model adapts its statistics.
 
