@@ -46,6 +46,7 @@ def adapt_batchnorm(model, x: np.ndarray) -> int:
     """
     import keras
 
+    # _flatten_layers also finds BatchNormalization inside custom layers and nested models
     layers = [layer for layer in model._flatten_layers()
               if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in layers]
@@ -76,7 +77,7 @@ def _fold_runs(protocol_dir: Path) -> list[Path]:
               type=click.Path(file_okay=False, path_type=Path),
               help="Protocol-layout folder for the adapted predictions.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Prediction batch size (the adaptation pass takes a whole group at once).")
+              help="Prediction batch size (the adaptation pass takes a whole part at once).")
 def main(protocol_dir, data_dir, output_dir, batch_size):
     """Re-score PROTOCOL_DIR's fold runs with BatchNorm statistics adapted on each part."""
     from all_tf.evaluation.metrics import compute_metrics
