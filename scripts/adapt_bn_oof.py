@@ -27,8 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import click
@@ -60,15 +58,6 @@ def adapt_batchnorm(model, x: np.ndarray) -> int:
     return len(layers)
 
 
-def _fold_runs(protocol_dir: Path) -> list[Path]:
-    runs = sorted(r for r in (protocol_dir / "runs").glob("*_contiguous_f*")
-                  if (r / "metrics.json").exists() and (r / "checkpoints" / "best.keras").exists())
-    if not runs:
-        raise click.ClickException(f"{protocol_dir}: no finished contiguous fold runs with a "
-                                   "checkpoints/best.keras in runs/")
-    return runs
-
-
 @click.command()
 @click.argument("protocol_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -80,19 +69,14 @@ def _fold_runs(protocol_dir: Path) -> list[Path]:
               help="Prediction batch size (the adaptation pass takes a whole part at once).")
 def main(protocol_dir, data_dir, output_dir, batch_size):
     """Re-score PROTOCOL_DIR's fold runs with BatchNorm statistics adapted on each part."""
-    from all_tf.evaluation.metrics import compute_metrics
-    from all_tf.evaluation.predictions import (
-        PREDICTIONS_FILE,
-        eval_outputs,
-        per_image,
-        write_predictions,
-    )
-    from all_tf.evaluation.runs import load_config, load_model, load_split
-    from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
-    from all_tf.inference.tta import tta_probabilities
-    from all_tf.io import atomic_write_text
+    from all_tf.evaluation.fold_records import finished_fold_runs, score_parts, write_fold_record
+    from all_tf.evaluation.runs import load_config, load_metrics, load_model, load_split
 
-    for run in _fold_runs(protocol_dir):
+    try:
+        runs = finished_fold_runs(protocol_dir, with_checkpoint=True)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    for run in runs:
         out = output_dir / "runs" / run.name
         if (out / "config.json").exists():
             click.echo(f"{run.name}: done earlier, skipped", err=True)
@@ -100,27 +84,17 @@ def main(protocol_dir, data_dir, output_dir, batch_size):
         cfg = load_config(run)
         if cfg.preprocess.input_mode != "image":
             raise click.ClickException(f"{run}: AdaBN here is for whole-field runs")
-        split = load_split(run, data_dir)
-        single, tta = {}, {}
-        for part in ("val", "test"):
-            records = getattr(split, part)
-            x, labels, index = eval_outputs(lambda batch: batch, records, cfg, batch_size)
+
+        def adapted(part, x, run=run):
             model = load_model(run)  # the stored statistics, adapted to this part only
             adapt_batchnorm(model, x)
-            p1 = model.predict(x, batch_size=batch_size, verbose=0)
-            single[part] = (records, *per_image(labels, index, p1))
-            tta[part] = (records, *per_image(labels, index,
-                                             tta_probabilities(model, x, batch_size)))
-        out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / PREDICTIONS_FILE, single)
-        write_predictions(out / TTA_PREDICTIONS_FILE, tta)
-        shutil.copy2(run / "split.json", out / "split.json")
-        _, y_true, probs, _ = single["test"]
-        metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-        metrics["source"] = f"{run}: BatchNorm statistics adapted on each part (AdaBN)"
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        cfg.save(out / "config.json")  # last: a run directory with a config is complete
-        before = json.loads((run / "metrics.json").read_text())["accuracy"]
+            return model
+
+        single, tta = score_parts(adapted, load_split(run, data_dir), cfg, batch_size)
+        metrics = write_fold_record(
+            out, cfg, run / "split.json", single, tta,
+            source=f"{run}: BatchNorm statistics adapted on each part (AdaBN)")
+        before = load_metrics(run)["accuracy"]
         click.echo(f"{run.name}: test accuracy {before:.4f} -> {metrics['accuracy']:.4f} "
                    "adapted", err=True)
 

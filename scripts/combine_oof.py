@@ -32,11 +32,12 @@ import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without
 
 
 def _fold_runs(protocol_dir: Path) -> list[Path]:
-    runs = sorted(r for r in (protocol_dir / "runs").glob("*_contiguous_f*")
-                  if (r / "metrics.json").exists())
-    if not runs:
-        raise click.ClickException(f"{protocol_dir}: no finished contiguous fold runs in runs/")
-    return runs
+    from all_tf.evaluation.fold_records import finished_fold_runs
+
+    try:
+        return finished_fold_runs(protocol_dir)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @click.command()

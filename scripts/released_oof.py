@@ -9,7 +9,8 @@ recomputed test metrics, with the release's epoch counts), ``predictions.csv`` a
 directory then records that fold instead of training it again.
 
 A float16-parts release runs in float32 from float16-rounded weights, so its probabilities
-differ slightly from the original run's; the script prints both test accuracies.
+differ slightly from the original run's (a ``.keras`` release keeps its training run's dtype
+policy); the script prints both test accuracies.
 
 Example:
     .venv/bin/python scripts/released_oof.py saved_models/efficientnetv2s_cbam_all4 \\
@@ -18,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import click
@@ -42,18 +41,8 @@ def main(release, data_dir, output_dir, seed, batch_size):
     import keras
 
     from all_tf.config import Config
-    from all_tf.evaluation.metrics import compute_metrics
-    from all_tf.evaluation.predictions import (
-        PREDICTIONS_FILE,
-        eval_outputs,
-        per_image,
-        predict_split,
-        write_predictions,
-    )
-    from all_tf.evaluation.runs import load_split
-    from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
-    from all_tf.inference.tta import tta_probabilities
-    from all_tf.io import atomic_write_text
+    from all_tf.evaluation.fold_records import score_parts, write_fold_record
+    from all_tf.evaluation.runs import load_metrics, load_split
     from all_tf.models.released import materialize_keras
 
     cfg = Config.load(release / "config.json")
@@ -63,36 +52,19 @@ def main(release, data_dir, output_dir, seed, batch_size):
         raise click.ClickException(f"{release}: not a fold of the contiguous split "
                                    f"(split {cfg.split.kind}, fold {cfg.split.fold})")
     seed = cfg.split.seed if seed is None else seed
-    run_id = f"{cfg.model.name}_contiguous_f{cfg.split.fold}_s{seed}"
-    run_dir = output_dir / "runs" / run_id
+    run_dir = output_dir / "runs" / f"{cfg.model.name}_contiguous_f{cfg.split.fold}_s{seed}"
     if (run_dir / "config.json").exists():
         raise click.ClickException(f"{run_dir} already holds a run; remove it first")
     split = load_split(release, cfg.data_dir)
     model = keras.models.load_model(materialize_keras(release), compile=False)
+    click.echo(f"val: {len(split.val)} images, test: {len(split.test)} images")
+    single, tta = score_parts(lambda part, x: model, split, cfg, batch_size)
 
-    single, tta = {}, {}
-    for part in ("val", "test"):
-        records = getattr(split, part)
-        click.echo(f"{part}: {len(records)} images")
-        single[part] = (records, *predict_split(model, records, cfg, batch_size,
-                                                return_index=True))
-        outputs, labels, index = eval_outputs(
-            lambda x: tta_probabilities(model, x, batch_size), records, cfg, batch_size)
-        tta[part] = (records, *per_image(labels, index, outputs))
-
-    run_dir.mkdir(parents=True)
-    write_predictions(run_dir / PREDICTIONS_FILE, single)
-    write_predictions(run_dir / TTA_PREDICTIONS_FILE, tta)
-    shutil.copy2(release / "split.json", run_dir / "split.json")
-    stored = json.loads((release / "metrics.json").read_text())
-    _, y_true, probs, _ = single["test"]
-    metrics = compute_metrics(y_true, probs, threshold=cfg.uncertainty_threshold)
-    for key in ("epochs_trained", "train_seconds_last_session", "n_train", "n_val", "n_test"):
-        if key in stored:
-            metrics[key] = stored[key]
-    metrics["source"] = f"recomputed from the release {release.name}"
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    cfg.save(run_dir / "config.json")  # last: a run directory with a config is complete
+    stored = load_metrics(release)
+    kept = ("epochs_trained", "train_seconds_last_session", "n_train", "n_val", "n_test")
+    metrics = write_fold_record(run_dir, cfg, release / "split.json", single, tta,
+                                source=f"recomputed from the release {release.name}",
+                                extra={k: stored[k] for k in kept if k in stored})
     click.echo(f"{run_dir}: test accuracy {metrics['accuracy']:.4f} recomputed, "
                f"{stored['accuracy']:.4f} stored with the release")
 

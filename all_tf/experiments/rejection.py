@@ -264,15 +264,13 @@ def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
     """
     import keras
 
+    from all_tf.evaluation.fold_records import finished_fold_runs
     from all_tf.io import atomic_write_text
     from all_tf.models.released import materialize_keras
 
     protocol_dir = Path(protocol_dir)
     releases = releases or {}
-    runs = sorted(r for r in (protocol_dir / "runs").glob("*_contiguous_f*")
-                  if (r / "metrics.json").exists())
-    if not runs:
-        raise ValueError(f"{protocol_dir}: no finished contiguous fold runs in runs/")
+    runs = finished_fold_runs(protocol_dir)
     cache = protocol_dir / "rejection"
     cache.mkdir(exist_ok=True)
     folds = []

@@ -1,0 +1,82 @@
+"""all_tf.evaluation.fold_records: finding finished fold runs, rescoring a model on a run's
+parts and writing a record that the protocol pools."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from all_tf.config import Config, SplitConfig
+from all_tf.data import assign_groups, make_split, scan_dataset
+from all_tf.evaluation.crossval import pooled_out_of_fold, read_predictions
+from all_tf.evaluation.fold_records import finished_fold_runs, score_parts, write_fold_record
+
+SIZE = 32
+
+
+def _pooled_colour_model():
+    """Global average pooling first: the same output for every flip and rotation."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+
+
+def _run(path, metrics=True, checkpoint=False):
+    path.mkdir(parents=True)
+    if metrics:
+        (path / "metrics.json").write_text("{}")
+    if checkpoint:
+        (path / "checkpoints").mkdir()
+        (path / "checkpoints" / "best.keras").write_text("")
+    return path
+
+
+def test_finished_fold_runs_needs_metrics_and_optionally_a_checkpoint(tmp_path):
+    runs = tmp_path / "runs"
+    done = _run(runs / "m_contiguous_f1_s42")
+    with_ckpt = _run(runs / "m_contiguous_f0_s42", checkpoint=True)
+    _run(runs / "m_contiguous_f2_s42", metrics=False)  # still training
+    _run(runs / "m_block_s42")  # not a contiguous fold
+
+    assert finished_fold_runs(tmp_path) == [with_ckpt, done]
+    assert finished_fold_runs(tmp_path, with_checkpoint=True) == [with_ckpt]
+    with pytest.raises(ValueError, match="no finished contiguous fold runs in runs/"):
+        finished_fold_runs(tmp_path / "runs" / "m_block_s42")
+
+
+def test_record_is_pooled_like_a_trained_fold(sample_all4, tmp_path):
+    cfg = Config.preset("quick").override({"data_dir": str(sample_all4),
+                                           "preprocess.image_size": SIZE})
+    records = assign_groups(scan_dataset(sample_all4).records)
+    split = make_split(records, SplitConfig(kind="contiguous", n_folds=3, fold=0, embargo=0,
+                                            val_fraction=0.15), root=sample_all4)
+    split_file = tmp_path / "split.json"
+    split.save(split_file, root=sample_all4)
+    model = _pooled_colour_model()
+    seen = []
+
+    def model_for_part(part, x):
+        seen.append((part, x.shape))
+        return model
+
+    single, tta = score_parts(model_for_part, split, cfg, batch_size=8)
+    assert seen == [("val", (len(split.val), SIZE, SIZE, 3)),
+                    ("test", (len(split.test), SIZE, SIZE, 3))]
+    np.testing.assert_allclose(tta["test"][2], single["test"][2], atol=1e-5)
+
+    run = tmp_path / "cv" / "runs" / "m_contiguous_f0_s42"
+    metrics = write_fold_record(run, cfg, split_file, single, tta, source="a test",
+                                extra={"epochs_trained": 3})
+    stored = json.loads((run / "metrics.json").read_text())
+    assert stored["source"] == "a test" and stored["epochs_trained"] == 3
+    assert stored["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert Config.load(run / "config.json").preprocess.image_size == SIZE
+    test = read_predictions(run)["test"]
+    np.testing.assert_allclose(test["p"], single["test"][2], atol=1e-5)
+    y_true = single["test"][1]
+    pooled = pooled_out_of_fold(finished_fold_runs(tmp_path / "cv"), n_boot=10)
+    assert pooled["raw"]["n"] == len(y_true) == len(split.test)
+    assert pooled["raw"]["accuracy"] == pytest.approx(stored["accuracy"])
