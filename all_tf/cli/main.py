@@ -19,6 +19,7 @@ import click
 COMMANDS = {
     "train": ("all_tf.cli.train", "Train a classifier into a resumable run directory."),
     "predict": ("all_tf.cli.predict", "Classify images with a released or trained model."),
+    "evaluate": ("all_tf.cli.evaluate", "Score a model on a labelled batch of one's own."),
     "export": ("all_tf.cli.export", "Export a model to a SavedModel (TF Serving) and TFLite."),
     "calibrate": ("all_tf.cli.calibrate", "Fit a run's temperature and input gate."),
     "demo": ("all_tf.cli.demo", "Classify the shipped sample with the released model."),

@@ -83,8 +83,13 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
         count, errors = _predict_to_stdout(backend, inputs, overlays, batch_size, progress,
                                            threshold, fmt)
     else:
-        count, errors = _predict_to_file(backend, inputs, overlays, batch_size, progress,
-                                         threshold, fmt, output, config_path)
+        from all_tf.inference.predictor import predict_to_file
+
+        rows = predict_to_file(backend, inputs, output, overlays=overlays,
+                               batch_size=batch_size, progress=progress, threshold=threshold,
+                               fmt=fmt, config_path=config_path,
+                               echo=lambda m: click.echo(m, err=True))
+        count, errors = len(rows), sum(bool(r["error"]) for r in rows)
     if count == 0:
         from all_tf.io import IMAGE_EXTENSIONS
 
@@ -107,44 +112,6 @@ def _predict_to_stdout(backend, inputs, overlays, batch_size, progress, threshol
             errors += bool(row["error"])
     return count, errors
 
-
-def _predict_to_file(backend, inputs, overlays, batch_size, progress, threshold, fmt, output,
-                     config_path):
-    """Rows go to <output>.partial as each batch finishes, and to <output> once all are done;
-    a rerun keeps the finished rows of the partial file (same model, config and threshold)."""
-    import io
-
-    from all_tf.data import collect_inputs
-    from all_tf.inference.partial_rows import PartialRows
-    from all_tf.inference.predictor import iter_predictions, write_rows
-    from all_tf.io import atomic_write_text
-
-    # listed once here; the files still to do are passed on as paths
-    order = {p: k for k, (p, _) in enumerate(collect_inputs(inputs, labelled=False))}
-    partial = PartialRows(output.with_name(output.name + ".partial"), backend.path, config_path,
-                          threshold)
-    kept = [r for r in partial.load() if r["file"] in order and not r["error"]]
-    if kept:
-        click.echo(f"resuming: {len(kept)} images already done in {partial.path}", err=True)
-    done = {r["file"] for r in kept}
-    rows = list(kept)
-    try:
-        with partial.start(kept):
-            for row in iter_predictions(backend, [p for p in order if p not in done], overlays,
-                                        batch_size, progress, threshold):
-                partial.write(row)
-                rows.append(row)
-    except BaseException:
-        click.echo(f"stopped after {len(rows)} images; rerun the same command to resume from "
-                   f"{partial.path}", err=True)
-        raise
-    if rows:
-        rows.sort(key=lambda r: order.get(r["file"], len(order)))
-        buf = io.StringIO()
-        write_rows(rows, fmt, buf)
-        atomic_write_text(output, buf.getvalue())
-    partial.path.unlink()
-    return len(rows), sum(bool(r["error"]) for r in rows)
 
 if __name__ == "__main__":
     main()

@@ -394,6 +394,53 @@ def write_rows(rows: list[dict], fmt: str, stream) -> None:
             out.write(row)
 
 
+def predict_to_file(backend: Backend, inputs, output: str | os.PathLike, *,
+                    overlays: str | os.PathLike | None = None, batch_size: int = 16,
+                    progress: bool = True, threshold: float | None = None, fmt: str = "csv",
+                    config_path: str | os.PathLike | None = None, echo=print) -> list[dict]:
+    """Predict ``inputs`` into ``output`` (CSV or JSON), resumably; return the rows.
+
+    Rows go to ``<output>.partial`` as each batch finishes and to ``output``, in input order,
+    once all are done; a rerun with the same model, config and threshold keeps the finished
+    rows of the partial file (:class:`all_tf.inference.partial_rows.PartialRows`) and predicts
+    only the others. ``echo`` gets the resume and interruption messages.
+    """
+    import io
+
+    from all_tf.data import collect_inputs
+    from all_tf.inference.partial_rows import PartialRows
+    from all_tf.io import atomic_write_text
+
+    output = Path(output)
+    threshold = backend.threshold if threshold is None else threshold
+    # listed once here; the files still to do are passed on as paths
+    order = {p: k for k, (p, _) in enumerate(collect_inputs(inputs, labelled=False))}
+    partial = PartialRows(output.with_name(output.name + ".partial"), backend.path, config_path,
+                          threshold)
+    kept = [r for r in partial.load() if r["file"] in order and not r["error"]]
+    if kept:
+        echo(f"resuming: {len(kept)} images already done in {partial.path}")
+    done = {r["file"] for r in kept}
+    rows = list(kept)
+    try:
+        with partial.start(kept):
+            for row in iter_predictions(backend, [p for p in order if p not in done], overlays,
+                                        batch_size, progress, threshold):
+                partial.write(row)
+                rows.append(row)
+    except BaseException:
+        echo(f"stopped after {len(rows)} images; rerun the same command to resume from "
+             f"{partial.path}")
+        raise
+    if rows:
+        rows.sort(key=lambda r: order.get(r["file"], len(order)))
+        buf = io.StringIO()
+        write_rows(rows, fmt, buf)
+        atomic_write_text(output, buf.getvalue())
+    partial.path.unlink()
+    return rows
+
+
 def resolve_model(model: str | None, inputs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     """The model path and the image inputs of a command line.
 

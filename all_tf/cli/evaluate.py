@@ -1,0 +1,86 @@
+"""``all-tf evaluate``: how a model does on a labelled batch of one's own.
+
+Label a few hundred fields of a new batch into class folders (``Benign``, ``Early``, ``Pre``,
+``Pro`` or the Kaggle names), then score the released model (or any model ``all-tf predict``
+takes) on them: balanced accuracy with block-bootstrap CIs, per-class recall, ECE, the
+confusion matrix, what the ``ok`` / ``uncertain`` / ``rejected`` statuses caught, and what each
+confidence threshold would buy. The output folder gets ``predictions.csv`` (the predict rows,
+resumable through ``predictions.csv.partial``), ``evaluation.json`` and ``evaluation.md``
+(also printed).
+
+Example:
+    $ all-tf evaluate --data-dir my_batch -o eval_light
+    $ all-tf evaluate --model paper --data-dir my_batch -o eval_paper
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from all_tf.cli.options import data_dir_option, output_dir_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@data_dir_option(required=True)
+@output_dir_option(required=True)
+@click.option("--model", "-m", "model",
+              help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
+                   "directory, SavedModel folder or .tflite file [default: light].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Config JSON overriding the one stored with the model.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Uncertainty threshold (default: the one stored with the model).")
+@click.option("--block-size", type=click.IntRange(1), default=36, show_default=True,
+              help="Consecutive file numbers per bootstrap block (1: single images).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on standard error.")
+def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_size, threads,
+         progress):
+    """Score a model on the labelled class folders of --data-dir."""
+    from all_tf.data import scan_dataset
+    from all_tf.evaluation.labelled_batch import report_markdown, score_rows
+    from all_tf.inference.predictor import load_backend, predict_to_file, resolve_model
+    from all_tf.io import atomic_write_text
+
+    try:
+        records = scan_dataset(data_dir, verify="none").records
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    if not records:
+        raise click.ClickException(f"{data_dir}: no images in class folders (Benign, Early, "
+                                   "Pre, Pro, or the Kaggle names)")
+    from all_tf.models.released import DEFAULT_MODEL
+
+    name = model or DEFAULT_MODEL
+    try:
+        model, _ = resolve_model(model, ())
+        backend = load_backend(model, config_path, threads)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    except ImportError as e:  # the LiteRT interpreter is an optional extra
+        raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
+                                   "(pip install -e '.[edge]')") from None
+    threshold = backend.threshold if threshold is None else threshold
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = predict_to_file(backend, [r.path for r in records], output_dir / "predictions.csv",
+                           batch_size=batch_size, progress=progress, threshold=threshold,
+                           config_path=config_path, echo=lambda m: click.echo(m, err=True))
+    try:
+        result = score_rows(rows, records, threshold, block_size=block_size)
+    except ValueError as e:
+        raise click.ClickException(f"{data_dir}: {e}") from None
+    result["model"], result["data_dir"] = backend.path, str(data_dir)
+    atomic_write_text(output_dir / "evaluation.json", json.dumps(result, indent=2))
+    report = report_markdown(result, f"{name} on {data_dir}")
+    atomic_write_text(output_dir / "evaluation.md", report)
+    click.echo(report)
+    for file, error in list(result["unreadable"].items())[:5]:
+        click.echo(f"unreadable: {error or file}", err=True)
+
+
+if __name__ == "__main__":
+    main()
