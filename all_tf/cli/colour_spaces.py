@@ -60,7 +60,7 @@ def main(quick, config_file, data_dir, image_size, epochs, batch_size, mixed_pre
         return measure_run_timing(run_dir, n_images=timing_images)
 
     try:
-        run_specs(specs, output_dir, after_run=timing, verbose=min(verbose, 2), echo=click.echo)
+        run_specs(specs, output_dir, after_run=timing, verbose=verbose, echo=click.echo)
     except ValueError as e:
         fail(e)
     summary = write_summary(

@@ -40,6 +40,14 @@ def output_dir_option(default: str | None = None, **kwargs):
     )
 
 
+def keras_verbose_option(**kwargs):
+    """--verbose/-v: Keras training output, the same level for every training command."""
+    return click.option("--verbose", "-v", type=click.IntRange(0, 2), default=2,
+                        show_default=True,
+                        help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.",
+                        **kwargs)
+
+
 def seed_option(**kwargs):
     return click.option("--seed", type=int, default=None,
                         help="Random seed for the split, initial weights and shuffling.", **kwargs)
@@ -98,7 +106,8 @@ def base_config(quick: bool, config_file: Path | None, data_dir: Path | None,
 
 
 def training_options(f):
-    """--quick, --config, --data-dir, --image-size, --epochs, --batch-size, --mixed-precision."""
+    """--quick, --config, --data-dir, --image-size, --epochs, --batch-size, --mixed-precision,
+    --verbose."""
     options = [
         click.option("--quick", is_flag=True,
                      help="The quick preset (tiny: a smoke test), one seed, the shipped sample "
@@ -114,7 +123,7 @@ def training_options(f):
         click.option("--batch-size", type=int, help="Batch size (overrides)."),
         click.option("--mixed-precision/--no-mixed-precision", default=None,
                      help="bfloat16 mixed precision (overrides)."),
-        click.option("--verbose", "-v", count=True, help="Keras progress output."),
+        keras_verbose_option(),
     ]
     for option in reversed(options):
         f = option(f)

@@ -168,7 +168,7 @@ def main(
             hybrid=hybrid,
             hybrid_backend=hybrid_backend,
             label_check=label_check,
-            verbose=min(verbose, 2),
+            verbose=verbose,
             echo=click.echo,
         )
     except ValueError as e:

@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from all_tf.cli import SAMPLE_ALL4_DIR, data_dir_option, output_dir_option, seed_option
-from all_tf.cli.options import config_from_file
+from all_tf.cli.options import config_from_file, keras_verbose_option
 from all_tf.config import (
     CBAM_PLACEMENTS,
     COLOUR_SPACES,
@@ -153,8 +153,7 @@ def _model_choices():
 @click.option("--deterministic/--no-deterministic", default=None, help="TF op determinism.")
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="tf.distribute strategy (multi_worker reads TF_CONFIG).")
-@click.option("--verbose", "-v", type=click.IntRange(0, 2), default=2,
-              help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.")
+@keras_verbose_option()
 def main(data_dir, output_dir, preset, config_file, verbose, **overrides):
     """Train a B-ALL classifier (default: EfficientNetV2-S + CBAM) into a run directory.
 
