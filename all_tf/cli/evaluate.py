@@ -19,15 +19,13 @@ import json
 
 import click
 
-from all_tf.cli.options import data_dir_option, output_dir_option
+from all_tf.cli.options import data_dir_option, model_option, open_backend, output_dir_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @data_dir_option(required=True)
 @output_dir_option(required=True)
-@click.option("--model", "-m", "model",
-              help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
-                   "directory, SavedModel folder or .tflite file [default: light].")
+@model_option()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Config JSON overriding the one stored with the model.")
 @click.option("--threshold", type=click.FloatRange(0, 1),
@@ -43,7 +41,7 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
     """Score a model on the labelled class folders of --data-dir."""
     from all_tf.data import scan_dataset
     from all_tf.evaluation.labelled_batch import report_markdown, score_rows
-    from all_tf.inference.predictor import load_backend, predict_to_file, resolve_model
+    from all_tf.inference.predictor import predict_to_file
     from all_tf.io import atomic_write_text
 
     try:
@@ -56,14 +54,7 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
     from all_tf.models.released import DEFAULT_MODEL
 
     name = model or DEFAULT_MODEL
-    try:
-        model, _ = resolve_model(model, ())
-        backend = load_backend(model, config_path, threads)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    except ImportError as e:  # the LiteRT interpreter is an optional extra
-        raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
-                                   "(pip install -e '.[edge]')") from None
+    backend, _ = open_backend(model, (), config_path, threads)
     threshold = backend.threshold if threshold is None else threshold
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = predict_to_file(backend, [r.path for r in records], output_dir / "predictions.csv",

@@ -130,6 +130,29 @@ def training_options(f):
     return f
 
 
+def model_option(**kwargs):
+    """--model/-m: a released model's name or a model path, for the commands that predict."""
+    return click.option(
+        "--model", "-m", "model",
+        help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
+             "directory, SavedModel folder or .tflite file [default: light].", **kwargs)
+
+
+def open_backend(model: str | None, inputs: tuple[str, ...], config_path, threads):
+    """``(backend, inputs)`` of :func:`all_tf.inference.predictor.load_backend` for a command
+    line's --model and inputs, or a Click error naming the model and the reason."""
+    from all_tf.inference.predictor import load_backend, resolve_model
+
+    try:
+        model, inputs = resolve_model(model, inputs)
+        return load_backend(model, config_path, threads), inputs
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    except ImportError as e:  # the LiteRT interpreter is an optional extra
+        raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
+                                   "(pip install -e '.[edge]')") from None
+
+
 def fail(e: Exception):
     """Turn a clear ValueError from the package into a Click error (exit code 1)."""
     raise click.ClickException(str(e)) from None

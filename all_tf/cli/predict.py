@@ -37,12 +37,12 @@ from pathlib import Path
 
 import click
 
+from all_tf.cli.options import model_option, open_backend
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "-m", "model",
-              help="A released model (light: MobileNetV3-Small) or a path: .keras file, run "
-                   "directory, SavedModel folder or .tflite file [default: light].")
+@model_option()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="Config JSON overriding the one stored with the model.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -65,16 +65,7 @@ def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_siz
     (or TF Serving's <name>/<version>/ layout) or a .tflite file with its .json metadata
     beside it. The older form "predict MODEL INPUTS..." still works.
     """
-    from all_tf.inference.predictor import load_backend, resolve_model
-
-    try:
-        model, inputs = resolve_model(model, inputs)
-        backend = load_backend(model, config_path, threads)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    except ImportError as e:  # the LiteRT interpreter is an optional extra
-        raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
-                                   "(pip install -e '.[edge]')") from None
+    backend, inputs = open_backend(model, inputs, config_path, threads)
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
     fmt = fmt or ("json" if output is not None and output.suffix.lower() == ".json" else "csv")
