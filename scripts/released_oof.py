@@ -35,7 +35,8 @@ import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without
               help="Protocol directory; the record goes to runs/<run id>/.")
 @click.option("--seed", default=None, type=int,
               help="Seed in the run id [default: the config's split seed].")
-@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Prediction batch size.")
 def main(release, data_dir, output_dir, seed, batch_size):
     """Write the out-of-fold record of RELEASE (a saved_models/ folder)."""
     import keras
@@ -55,12 +56,12 @@ def main(release, data_dir, output_dir, seed, batch_size):
     run_dir = output_dir / "runs" / f"{cfg.model.name}_contiguous_f{cfg.split.fold}_s{seed}"
     if (run_dir / "config.json").exists():
         raise click.ClickException(f"{run_dir} already holds a run; remove it first")
+    stored = load_metrics(release)
     split = load_split(release, cfg.data_dir)
     model = keras.models.load_model(materialize_keras(release), compile=False)
     click.echo(f"val: {len(split.val)} images, test: {len(split.test)} images")
     single, tta = score_parts(lambda part, x: model, split, cfg, batch_size)
 
-    stored = load_metrics(release)
     kept = ("epochs_trained", "train_seconds_last_session", "n_train", "n_val", "n_test")
     metrics = write_fold_record(run_dir, cfg, release / "split.json", single, tta,
                                 source=f"recomputed from the release {release.name}",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from deploy_helpers import SAMPLE_ALL4, make_tiny_run, write_bad_images
+from sklearn.metrics import roc_auc_score
 
 from all_tf import CLASS_NAMES
 from all_tf.data import Record
@@ -59,6 +60,23 @@ def test_scores_every_readable_labelled_field_and_counts_what_the_statuses_caugh
         score_rows([rows[6]], records, threshold=0.7)
 
 
+def test_a_one_class_batch_and_the_suggested_threshold():
+    records = [Record(f"Benign/WBC-Benign-{k:03d}.jpg", 0) for k in range(1, 6)]
+    confidence = [0.95, 0.9, 0.6, 0.98712, 0.99]  # the first four are errors (called Early)
+    rows = [_row(r.path, "ok", [1 - c, c, 0, 0] if k < 4 else [c, 1 - c, 0, 0])
+            for k, (r, c) in enumerate(zip(records, confidence, strict=True))]
+    result = score_rows(rows, records, threshold=0.7, n_boot=10)
+
+    m = result["metrics"]
+    assert m["balanced_accuracy"] == pytest.approx(0.2) == m["recall"]["Benign"]
+    assert m["recall"]["Early"] is None and m["macro_auc"] is None
+    assert result["confusion"][0] == [1, 4, 0, 0]
+    # flagging 90 % of 4 errors flags all 4: above 0.98712, typed with 3 decimals
+    suggested = result["suggested_threshold"]
+    assert suggested["threshold"] == 0.988 and suggested["errors_flagged"] == 1.0
+    assert "`all-tf predict --threshold 0.988`" in report_markdown(result, "one class")
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir, _, _ = make_tiny_run(tmp_path_factory.mktemp("run"))
@@ -92,7 +110,10 @@ def test_evaluate_command_scores_its_own_prediction_rows(tiny_run, tmp_path):
     # only two classes labelled: no recall for the others, F1 over the two
     assert doc["metrics"]["recall"]["Early"] is None and doc["metrics"]["recall"]["Pre"] is None
     assert doc["metrics"]["classes_present"] == ["Benign", "Pro"]
-    assert doc["metrics"]["macro_auc"] is None or 0 <= doc["metrics"]["macro_auc"] <= 1
+    p = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in scored])
+    t = np.array(truth)
+    expected_auc = np.mean([roc_auc_score(t == c, p[:, c]) for c in (0, 3)])
+    assert doc["metrics"]["macro_auc"] == pytest.approx(expected_auc)
     assert (out / "evaluation.md").read_text() in result.output
 
 

@@ -13,14 +13,16 @@ from all_tf.config import Config, SplitConfig
 from all_tf.data import assign_groups, make_split, scan_dataset
 from all_tf.evaluation.crossval import pooled_out_of_fold, read_predictions
 from all_tf.evaluation.fold_records import finished_fold_runs, score_parts, write_fold_record
+from all_tf.inference.tta import dihedral_views
 
 SIZE = 32
 
 
-def _pooled_colour_model():
-    """Global average pooling first: the same output for every flip and rotation."""
+def _orientation_dependent_model():
+    """Dense on the flattened pixels: each flip and rotation gives another output."""
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Flatten()(inputs)
     return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
 
 
@@ -55,17 +57,21 @@ def test_record_is_pooled_like_a_trained_fold(sample_all4, tmp_path):
                                             val_fraction=0.15), root=sample_all4)
     split_file = tmp_path / "split.json"
     split.save(split_file, root=sample_all4)
-    model = _pooled_colour_model()
-    seen = []
+    model = _orientation_dependent_model()
+    seen = {}
 
     def model_for_part(part, x):
-        seen.append((part, x.shape))
+        seen[part] = x
         return model
 
     single, tta = score_parts(model_for_part, split, cfg, batch_size=8)
-    assert seen == [("val", (len(split.val), SIZE, SIZE, 3)),
-                    ("test", (len(split.test), SIZE, SIZE, 3))]
-    np.testing.assert_allclose(tta["test"][2], single["test"][2], atol=1e-5)
+    assert [(k, v.shape) for k, v in seen.items()] == [
+        ("val", (len(split.val), SIZE, SIZE, 3)), ("test", (len(split.test), SIZE, SIZE, 3))]
+    x = seen["test"]
+    np.testing.assert_allclose(single["test"][2], model.predict(x, verbose=0), atol=1e-5)
+    views = model.predict(dihedral_views(x), verbose=0).reshape(8, len(x), 4)
+    np.testing.assert_allclose(tta["test"][2], views.mean(axis=0), atol=1e-5)
+    assert np.abs(tta["test"][2] - single["test"][2]).max() > 1e-3
 
     run = tmp_path / "cv" / "runs" / "m_contiguous_f0_s42"
     metrics = write_fold_record(run, cfg, split_file, single, tta, source="a test",

@@ -45,9 +45,14 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
     from all_tf.io import atomic_write_text
 
     try:
-        records = scan_dataset(data_dir, verify="none").records
+        scan = scan_dataset(data_dir, verify="none")
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    records = scan.records
+    for folder in scan.unknown_dirs:
+        click.echo(f"not a class folder, left out: {folder}", err=True)
+    for path, reason in scan.skipped:
+        click.echo(f"skipped: {path}: {reason}", err=True)
     if not records:
         raise click.ClickException(f"{data_dir}: no images in class folders (Benign, Early, "
                                    "Pre, Pro, or the Kaggle names)")
@@ -65,12 +70,16 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
     except ValueError as e:
         raise click.ClickException(f"{data_dir}: {e}") from None
     result["model"], result["data_dir"] = backend.path, str(data_dir)
+    result["unknown_dirs"], result["skipped"] = scan.unknown_dirs, [list(s) for s in scan.skipped]
     atomic_write_text(output_dir / "evaluation.json", json.dumps(result, indent=2))
     report = report_markdown(result, f"{name} on {data_dir}")
     atomic_write_text(output_dir / "evaluation.md", report)
     click.echo(report)
-    for file, error in list(result["unreadable"].items())[:5]:
-        click.echo(f"unreadable: {error or file}", err=True)
+    unreadable = list(result["unreadable"].items())
+    for file, error in unreadable[:5]:
+        click.echo(f"unreadable: {file}: {error}", err=True)
+    if len(unreadable) > 5:
+        click.echo(f"... and {len(unreadable) - 5} more unreadable (evaluation.json)", err=True)
 
 
 if __name__ == "__main__":

@@ -159,8 +159,11 @@ def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLD
 
 
 def block_ids(y_true, numbers, block_size: int) -> np.ndarray:
-    """Bootstrap unit of each image: ``(class, (number - 1) // block_size)`` as one int."""
-    return np.asarray(y_true, dtype=np.int64) * 1_000_000 + (np.asarray(numbers) - 1) // block_size
+    """Bootstrap unit of each image: the rank of ``(class, (number - 1) // block_size)`` among
+    the distinct pairs (sorted by class, then block), an int (N,)."""
+    pairs = np.stack([np.asarray(y_true, dtype=np.int64),
+                      (np.asarray(numbers, dtype=np.int64) - 1) // block_size], axis=1)
+    return np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 def block_bootstrap_ci(y_true, probs, blocks, threshold: float = UNCERTAINTY_THRESHOLD, n_boot: int = 1000,

@@ -88,8 +88,10 @@ def score_parts(model_for_part: Callable, split, cfg, batch_size: int) -> tuple[
         probs = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
                                 for i in range(0, len(x), batch_size)]).astype(np.float32)
         single[part] = (records, *per_image(labels, index, probs))
-        tta[part] = (records, *per_image(labels, index,
-                                         tta_probabilities(model, x, batch_size)))
+        # a batch at a time: the 8 views of a whole part would take 8 times its memory
+        views = np.concatenate([tta_probabilities(model, x[i:i + batch_size], batch_size)
+                                for i in range(0, len(x), batch_size)])
+        tta[part] = (records, *per_image(labels, index, views))
     return single, tta
 
 

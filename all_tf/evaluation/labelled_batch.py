@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -59,8 +60,9 @@ def score_rows(rows: Sequence[dict], records, threshold: float, block_size: int 
         of balanced accuracy and ECE), ``"confusion"`` (rows true, columns predicted),
         ``"answered"`` (:func:`all_tf.evaluation.crossval.abstention` with status ``ok`` as
         answered: accuracy of the ``ok`` answers and the share of errors stopped as
-        uncertain or rejected), ``"sweep"`` (:func:`all_tf.evaluation.crossval.threshold_sweep`)
-        and ``"threshold"``}. Fractions in [0, 1].
+        uncertain or rejected), ``"sweep"`` (:func:`all_tf.evaluation.crossval.threshold_sweep`),
+        ``"suggested_threshold"`` (:func:`_suggested_threshold`), ``"threshold"`` and
+        ``"block_size"``}. Fractions in [0, 1].
 
     Raises:
         ValueError: no readable, labelled field among ``rows``.
@@ -97,8 +99,28 @@ def score_rows(rows: Sequence[dict], records, threshold: float, block_size: int 
         "confusion": confusion.tolist(),
         "answered": abstention(y, y_pred, np.array(status) == "ok"),
         "sweep": threshold_sweep(y, p),
+        "suggested_threshold": _suggested_threshold(y, p),
         "threshold": float(threshold),
+        "block_size": int(block_size),
     }
+
+
+def _suggested_threshold(y: np.ndarray, p: np.ndarray, share: float = 0.9) -> dict | None:
+    """The lowest threshold with 3 decimals (as typed on a command line) that flags ``share``
+    of the errors, with what it buys; ``{"threshold": None}`` when none does (errors at
+    confidence 1.0); None without errors."""
+    confidence = p.max(axis=1)
+    wrong = p.argmax(axis=1) != y
+    if not wrong.any():
+        return None
+    # the error confidence that must fall below the threshold (as in threshold_sweep), then
+    # the smallest 3-decimal value above it
+    c = float(np.quantile(confidence[wrong], share, method="inverted_cdf"))
+    t = (math.floor(c * 1000 + 1e-9) + 1) / 1000
+    if t > 1.0:
+        return {"share": share, "threshold": None}
+    return {"share": share, "threshold": t,
+            **abstention(y, p.argmax(axis=1), p.max(axis=1) >= t)}
 
 
 def _present_classes_only(metrics: dict, y: np.ndarray, p: np.ndarray) -> dict:
@@ -134,7 +156,8 @@ def report_markdown(result: dict, title: str) -> str:
     lines = [f"# {title}", "",
              f"{n} labelled fields scored ({counts}); {len(result['unreadable'])} unreadable, "
              f"{result['unlabelled']} outside the class folders. Values in %; 95 % CIs "
-             "resample blocks of consecutive file numbers within each class.", "",
+             f"resample blocks of {result['block_size']} consecutive file numbers within each "
+             "class.", "",
              "| fields | balanced acc. [95 % CI] | macro F1 | macro AUC | ECE [95 % CI] | "
              "Brier | recall " + " / ".join(CLASS_NAMES) + " |",
              "|---|---|---|---|---|---|---|",
@@ -161,13 +184,17 @@ def report_markdown(result: dict, title: str) -> str:
     lines += [f"| {r['threshold']:g} | {_pct(r['coverage'])} | "
               f"{_pct(r['confident_accuracy'])} | {_pct(r['errors_flagged'])} |"
               for r in sweep["rows"]]
-    need = sweep["for_flag_share"]
-    if need is not None:
-        lines += ["", f"The lowest threshold that flags {_pct(need['share'])} % of these errors "
-                  f"is {need['threshold']:.3f} (`all-tf predict --threshold "
+    need = result["suggested_threshold"]
+    if need is not None and need["threshold"] is None:
+        lines += ["", f"No threshold flags {_pct(need['share'])} % of these errors: more than "
+                  f"{_pct(1 - need['share'])} % of them have confidence 1.0."]
+    elif need is not None:
+        lines += ["", f"The lowest threshold that flags at least {_pct(need['share'])} % of these "
+                  f"errors is {need['threshold']:.3f} (`all-tf predict --threshold "
                   f"{need['threshold']:.3f}`): it answers {_pct(need['coverage'])} % of the "
-                  f"fields, {_pct(need['confident_accuracy'])} % of them correctly. It is read "
-                  "off the same fields it is scored on: check it on a second batch."]
+                  f"fields, {_pct(need['confident_accuracy'])} % of them correctly, and flags "
+                  f"{_pct(need['errors_flagged'])} % of the errors. It is read off the same "
+                  "fields it is scored on: check it on a second batch."]
     return "\n".join(lines) + "\n"
 
 
