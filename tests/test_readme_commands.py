@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "all_tf" / "sample_data"
-PLACEHOLDERS = {"<path to all4>": str(SAMPLE / "all4"), "<path to segwbc>": str(SAMPLE / "segwbc")}
+PLACEHOLDERS = {"<path to all4>": str(SAMPLE / "all4"), "<path to segwbc>": str(SAMPLE / "segwbc"),
+                "<your labelled batch>": str(SAMPLE / "all4")}
 PARSE_ONLY = {"all_tf.train", "all_tf.calibrate", "all-tf train", "all-tf calibrate",
               "all-tf protocol", "all-tf rejection",
               "all-tf release", "all-tf audit", "all-tf colour-spaces",
