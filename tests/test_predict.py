@@ -364,3 +364,37 @@ def test_tflite_without_litert_says_which_extra_to_install(run, tmp_path, monkey
     image = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[0]
     result, _ = predict(["--model", backends(run)["tflite_float32"], image], tmp_path)
     assert result.exit_code == 1 and "install all_tf[edge]" in result.output
+
+
+def test_a_mixed_bfloat16_keras_file_is_predicted_in_float32(tmp_path):
+    """The Keras backend computes like the exports: float32, whatever the training policy."""
+    import keras
+
+    from all_tf.config import Config
+    from all_tf.inference.model_files import to_float32
+    from all_tf.inference.predictor import load_backend
+    from all_tf.models import InputScaling
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((32, 32, 3))
+        h = InputScaling("tf")(inp)
+        h = keras.layers.Conv2D(8, 3, strides=2, padding="same")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        model = keras.Model(inp, keras.layers.Dense(4, activation="softmax", dtype="float32")(h))
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    cfg = Config()
+    cfg.preprocess.image_size = 32
+    cfg.save(folder / "config.json")
+
+    backend = load_backend(folder / "model.keras")
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(backend.predict(x), to_float32(model).predict(x, verbose=0),
+                               atol=1e-6)
+    assert np.abs(backend.predict(x) - model.predict(x, verbose=0)).max() > 1e-5  # bf16 differs

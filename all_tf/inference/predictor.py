@@ -137,10 +137,13 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
         input_range,
         load_keras_model,
         resolve_source,
+        to_float32,
     )
 
     src = resolve_source(path, config)
-    keras_model = load_keras_model(src.model_path)
+    # float32 like every export (a model trained under mixed bfloat16 keeps that policy in its
+    # .keras file; bfloat16 is slower on CPUs without bfloat16 instructions)
+    keras_model = to_float32(load_keras_model(src.model_path))
     cfg = config_for_model(src.config, keras_model)
     threshold = cfg.uncertainty_threshold if cfg.uncertainty_threshold is not None else DEFAULT_THRESHOLD
 
