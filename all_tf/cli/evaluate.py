@@ -38,7 +38,18 @@ from all_tf.cli.options import data_dir_option, model_option, open_backend, outp
               help="Progress bar on standard error.")
 def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_size, threads,
          progress):
-    """Score a model on the labelled class folders of --data-dir."""
+    """Score a model on the labelled class folders of --data-dir.
+
+    Writes predictions.csv (the rows of all-tf predict), evaluation.json and evaluation.md
+    (printed too): balanced accuracy with block-bootstrap CIs, recall per class, ECE, the
+    confusion matrix, what the ok / uncertain / rejected statuses caught, and the threshold
+    that flags 90 % of the errors.
+
+    \b
+    Example:
+        all-tf evaluate --data-dir my_batch -o eval_light
+        all-tf evaluate --model paper --data-dir my_batch -o eval_paper
+    """
     from all_tf.data import scan_dataset
     from all_tf.evaluation.labelled_batch import report_markdown, score_rows
     from all_tf.inference.predictor import predict_to_file
