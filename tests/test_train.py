@@ -90,6 +90,12 @@ def test_unknown_model_is_a_usage_error(tiny_data, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_quick_flag_contradicting_another_preset_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["--quick", "--preset", "paper", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--quick contradicts --preset paper" in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_input_size_the_backbone_cannot_take(tiny_data, tmp_path):
     result = invoke("--data-dir", tiny_data, "--model", "inceptionv3", "--image-size", "64",
                     "-o", tmp_path / "r")

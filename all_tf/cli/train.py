@@ -105,6 +105,8 @@ def _model_choices():
                    "recipe that trains EfficientNetV2-S + CBAM from scratch: batch 32, 60 "
                    "epochs, lr 1e-3, cross-entropy, bf16). Default: quick without --data-dir, "
                    "paper with it.")
+@click.option("--quick", is_flag=True,
+              help="The same as --preset quick (the flag the other commands take).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from a config.json (e.g. another run's) instead of a preset.")
 @click.option("--model", type=str, help="Model name (see all_tf.models.MODEL_NAMES).")
@@ -154,7 +156,7 @@ def _model_choices():
 @click.option("--strategy", type=click.Choice(STRATEGIES),
               help="tf.distribute strategy (multi_worker reads TF_CONFIG).")
 @keras_verbose_option()
-def main(data_dir, output_dir, preset, config_file, verbose, **overrides):
+def main(data_dir, output_dir, preset, quick, config_file, verbose, **overrides):
     """Train a B-ALL classifier (default: EfficientNetV2-S + CBAM) into a run directory.
 
     The directory gets config.json, split.json, history.csv, checkpoints/{best,last}.keras
@@ -163,6 +165,10 @@ def main(data_dir, output_dir, preset, config_file, verbose, **overrides):
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if quick:
+        if preset not in (None, "quick"):
+            raise click.UsageError(f"--quick contradicts --preset {preset}")
+        preset = "quick"
     try:
         cfg = resolve_config(preset, config_file, data_dir, overrides)
     except ValueError as e:
