@@ -116,6 +116,15 @@ def test_evaluate_command_scores_its_own_prediction_rows(tiny_run, tmp_path):
     assert doc["metrics"]["macro_auc"] == pytest.approx(expected_auc)
     assert (out / "evaluation.md").read_text() in result.output
 
+    # without unreadable files a rerun with the same model, config and threshold reuses the rows
+    (batch / "Pro" / bad["empty"].name).unlink()
+    CliRunner().invoke(main, args, catch_exceptions=False)
+    reused = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert reused.exit_code == 0 and "reusing" in reused.output
+    assert json.loads((out / "evaluation.json").read_text())["metrics"]["n"] == 24
+    other = CliRunner().invoke(main, [*args, "--threshold", "0.5"], catch_exceptions=False)
+    assert other.exit_code == 0 and "reusing" not in other.output
+
 
 def test_evaluate_without_class_folders_is_a_clear_error(tmp_path):
     from all_tf.cli.evaluate import main

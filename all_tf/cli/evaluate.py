@@ -21,6 +21,8 @@ import click
 
 from all_tf.cli.options import data_dir_option, model_option, open_backend, output_dir_option
 
+PREDICTIONS = "predictions.csv"
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @data_dir_option(required=True)
@@ -73,14 +75,20 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
     backend, _ = open_backend(model, (), config_path, threads)
     threshold = backend.threshold if threshold is None else threshold
     output_dir.mkdir(parents=True, exist_ok=True)
-    rows = predict_to_file(backend, [r.path for r in records], output_dir / "predictions.csv",
-                           batch_size=batch_size, progress=progress, threshold=threshold,
-                           config_path=config_path, echo=lambda m: click.echo(m, err=True))
+    made_with = {"model": backend.path, "config": config_path, "threshold": threshold}
+    rows = _finished_rows(output_dir, made_with, {r.path for r in records})
+    if rows is not None:
+        click.echo(f"reusing {output_dir / PREDICTIONS} (same model, config, threshold and "
+                   "images)", err=True)
+    else:
+        rows = predict_to_file(backend, [r.path for r in records], output_dir / PREDICTIONS,
+                               batch_size=batch_size, progress=progress, threshold=threshold,
+                               config_path=config_path, echo=lambda m: click.echo(m, err=True))
     try:
         result = score_rows(rows, records, threshold, block_size=block_size)
     except ValueError as e:
         raise click.ClickException(f"{data_dir}: {e}") from None
-    result["model"], result["data_dir"] = backend.path, str(data_dir)
+    result.update(made_with, data_dir=str(data_dir))
     result["unknown_dirs"], result["skipped"] = scan.unknown_dirs, [list(s) for s in scan.skipped]
     atomic_write_text(output_dir / "evaluation.json", json.dumps(result, indent=2))
     report = report_markdown(result, f"{name} on {data_dir}")
@@ -91,6 +99,24 @@ def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_
         click.echo(f"unreadable: {file}: {error}", err=True)
     if len(unreadable) > 5:
         click.echo(f"... and {len(unreadable) - 5} more unreadable (evaluation.json)", err=True)
+
+
+def _finished_rows(output_dir, made_with: dict, files: set[str]) -> list[dict] | None:
+    """The rows of an earlier finished run in ``output_dir`` made with the same model, config
+    and threshold on the same files, without unreadable ones; else None."""
+    import csv
+
+    try:
+        previous = json.loads((output_dir / "evaluation.json").read_text())
+        with (output_dir / PREDICTIONS).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError):
+        return None
+    if any(previous.get(k) != v for k, v in made_with.items()):
+        return None
+    if {r["file"] for r in rows} != files or any(r["error"] for r in rows):
+        return None
+    return rows
 
 
 if __name__ == "__main__":
