@@ -89,7 +89,8 @@ def _read_all(pairs):
               help="Verification images (random subset, seed 0); 0 = all.")
 @click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
               help="Thread counts for the TFLite timing (repeatable).")
-@click.option("--verbose", "-v", count=True, help="More log output.")
+@click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1, show_default=True,
+              help="Log output: 0 warnings only, 1 progress, 2 debug.")
 def main(source, config_path, out_dir, model_name, version, formats, threshold, calibration_data,
          calibration_count, verify, verify_data, verify_count, threads, verbose):
     """Export SOURCE (a run directory or a .keras file) for serving and edge devices.
@@ -102,7 +103,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
                                         in the graph, TFLite builtin ops only
       verify.json, verify.md            parity (and TFLite speed) of every export vs Keras
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[verbose],
                         format="%(levelname)s %(name)s: %(message)s")
     import numpy as np
 
