@@ -79,6 +79,7 @@ def score_rows(rows: Sequence[dict], records, threshold: float, block_size: int 
     y = np.array([label[r["file"]] for r in scored])
     p = np.array([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in scored])
     status = [str(r["status"]).split(":")[0] for r in scored]
+    counts = Counter(status)
     y_pred = p.argmax(axis=1)
     confusion = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), dtype=int)
     np.add.at(confusion, (y, y_pred), 1)
@@ -93,7 +94,7 @@ def score_rows(rows: Sequence[dict], records, threshold: float, block_size: int 
         "unlabelled": unlabelled,
         "per_class": {c: int(n) for c, n in zip(CLASS_NAMES, np.bincount(y, minlength=4),
                                                 strict=True)},
-        "status": {s: Counter(status)[s] for s in STATUSES},
+        "status": {s: counts[s] for s in STATUSES},
         "metrics": metrics,
         "ci": {k: ci[k] for k in ("balanced_accuracy", "ece") if k in ci},
         "confusion": confusion.tolist(),
