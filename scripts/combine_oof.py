@@ -43,8 +43,8 @@ def _fold_runs(protocol_dir: Path) -> list[Path]:
 @click.command()
 @click.argument("protocol_dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="all4 root.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+              help="all4 root; needed only with --colour (the images' colour histograms).")
 @click.option("--tta/--no-tta", default=True, show_default=True,
               help="Use the test-time-augmented network probabilities.")
 @click.option("--colour/--no-colour", default=False, show_default=True,
@@ -53,7 +53,7 @@ def _fold_runs(protocol_dir: Path) -> list[Path]:
               help="Bootstrap draws for each confidence interval.")
 def main(protocol_dirs, data_dir, tta, colour, n_boot):
     """Score networks, their ensemble and colour fusions pooled over PROTOCOL_DIRS' folds."""
-    from all_tf.data import Split
+    from all_tf import CLASS_NAMES
     from all_tf.evaluation.crossval import (
         block_bootstrap_ci,
         block_ids,
@@ -62,11 +62,13 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
         read_predictions,
     )
     from all_tf.evaluation.predictions import PREDICTIONS_FILE
+    from all_tf.evaluation.runs import RunDirError, load_split
     from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
     from all_tf.inference.colour_check import ColourCheck, colour_histogram
     from all_tf.io import read_image
 
-    root = Path(data_dir)
+    if colour and data_dir is None:
+        raise click.UsageError("--colour needs --data-dir (the images' colour histograms)")
     name = TTA_PREDICTIONS_FILE if tta else PREDICTIONS_FILE
     label, number, probs = {}, {}, []  # image key -> label / file number; per folder: key -> p
     for protocol_dir in protocol_dirs:
@@ -80,6 +82,9 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
                 label[key], number[key] = int(y), int(n)
         probs.append(p)
     keys = sorted(set.intersection(*(set(p) for p in probs)))
+    if not keys:
+        raise click.ClickException(f"{', '.join(map(str, protocol_dirs))}: no test image "
+                                   "that every folder tested")
     y = np.array([label[k] for k in keys])
     blocks = block_ids(y, [number[k] for k in keys], 36)
     suffix = " + TTA" if tta else ""
@@ -91,21 +96,24 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
     if colour:
         histograms: dict[str, np.ndarray] = {}
 
-        def histogram(key: str) -> np.ndarray:
+        def histogram(path: str) -> np.ndarray:
+            key = image_key(path)
             if key not in histograms:
-                histograms[key] = colour_histogram(read_image(root / key))
+                histograms[key] = colour_histogram(read_image(path))
             return histograms[key]
 
         colour_p = {}
         for run in _fold_runs(protocol_dirs[0]):
-            split = Split.load(run / "split.json", root=data_dir)
+            try:
+                split = load_split(run, data_dir)
+            except RunDirError as e:
+                raise click.ClickException(str(e)) from None
             fit = split.train + split.val
-            check = ColourCheck.fit(np.stack([histogram(image_key(r.path)) for r in fit]),
-                                    np.array([r.label for r in fit]), n_classes=4)
-            test = [image_key(r.path) for r in split.test]
-            for key, row in zip(test, check.predict_proba(np.stack([histogram(k) for k in test])),
-                                strict=True):
-                colour_p.setdefault(key, row)
+            check = ColourCheck.fit(np.stack([histogram(r.path) for r in fit]),
+                                    np.array([r.label for r in fit]), n_classes=len(CLASS_NAMES))
+            probs_test = check.predict_proba(np.stack([histogram(r.path) for r in split.test]))
+            for r, row in zip(split.test, probs_test, strict=True):
+                colour_p.setdefault(image_key(r.path), row)
             click.echo(f"{run.name}: colour check fitted", err=True)
         c = np.stack([colour_p[k] for k in keys])
         geometric = np.sqrt(network * c)

@@ -61,3 +61,24 @@ def test_a_protocol_dir_without_fold_runs_is_a_clear_error(tmp_path, sample_all4
     (tmp_path / "runs").mkdir()
     result = CliRunner().invoke(script_command("combine_oof"), [str(tmp_path), "--data-dir", str(sample_all4)])
     assert result.exit_code == 1 and "no finished contiguous fold runs" in result.output
+
+
+def test_pooling_needs_no_images_but_colour_does(sample_all4, tmp_path):
+    tested = _protocol_dir(tmp_path / "a", sample_all4, lambda label: [0.7, 0.1, 0.1, 0.1])
+    command = script_command("combine_oof")
+    result = CliRunner().invoke(command, [str(tmp_path / "a"), "--n-boot", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"| network + TTA, {tmp_path / 'a'} | {len(tested)} |" in result.output
+    result = CliRunner().invoke(command, [str(tmp_path / "a"), "--colour"])
+    assert result.exit_code == 2 and "--colour needs --data-dir" in result.output
+
+
+def test_folders_without_a_common_test_image_are_a_clear_error(sample_all4, tmp_path):
+    _protocol_dir(tmp_path / "a", sample_all4, lambda label: [0.25] * 4)
+    _protocol_dir(tmp_path / "b", sample_all4, lambda label: [0.25] * 4)
+    for run in (tmp_path / "b" / "runs").iterdir():  # b tested other images
+        csv_file = run / "predictions_tta.csv"
+        csv_file.write_text(csv_file.read_text().replace("WBC-", "other-"))
+    result = CliRunner().invoke(script_command("combine_oof"),
+                                [str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 1 and "no test image that every folder tested" in result.output
