@@ -275,6 +275,16 @@ def test_backends_agree_with_temperature_and_tta(tmp_path, sample_all4, tta):
     for a, b, c in zip(keras_rows, saved_rows, served, strict=True):
         assert abs(a["confidence"] - b["confidence"]) < 1e-3, (a, b)
         assert abs(a["confidence"] - c) < 5e-3, (a, c)  # in-graph preprocessing: near-exact
+    if not tta:  # a --config override replaces the exported temperature, once
+        cfg.temperature = 1.0
+        cfg.save(tmp_path / "t1.json")
+        keras_t1 = predict_files(load_backend(run_dir, config=tmp_path / "t1.json"), files,
+                                 progress=False)
+        saved_t1 = predict_files(load_backend(run_dir / "export" / "serving" / "all_tf",
+                                              config=tmp_path / "t1.json"), files, progress=False)
+        for a, b, before in zip(keras_t1, saved_t1, keras_rows, strict=True):
+            assert abs(a["confidence"] - b["confidence"]) < 1e-3, (a, b)
+            assert a["confidence"] >= before["confidence"] - 1e-6  # T 2.5 -> 1 sharpens
 
 
 def test_graph_statistics_agree_with_the_host_on_smear_fields(sample_images):

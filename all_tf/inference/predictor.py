@@ -38,7 +38,9 @@ class Backend:
     """A loaded model: ``predict(x)`` maps float32 (N, S, S, 3) to probabilities (N, 4).
 
     ``features_fn`` (Keras models only) maps the same input to ``(probabilities, pooled
-    features)``; ``gate`` is the model's stored input gate, or None.
+    features)``; ``gate`` is the model's stored input gate, or None; ``graph_temperature`` is
+    the temperature a SavedModel's graph applies (from its export metadata; ``config``, which
+    ``--config`` may replace, gives the one applied to the result).
     """
 
     kind: str
@@ -49,6 +51,7 @@ class Backend:
     predict_fn: object
     gate: object = None
     features_fn: object = None
+    graph_temperature: float = 1.0
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Temperature-scaled probabilities (N, 4), one row per input."""
@@ -80,7 +83,7 @@ class Backend:
         ood = None
         if self.kind == "savedmodel":
             scaled, ood = self.predict_fn(x)
-            raw = np.power(np.asarray(scaled, np.float64), self.config.temperature)
+            raw = np.power(np.asarray(scaled, np.float64), self.graph_temperature)
             probs = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-30)
         elif self.features_fn is not None and self.gate is not None \
                 and self.gate.distance is not None:
@@ -89,6 +92,13 @@ class Backend:
         else:
             probs = self.predict_fn(x)
         return np.asarray(probs, np.float32), ood
+
+
+def _threshold(cfg: Config, meta: dict, config) -> float:
+    """The uncertainty threshold: a ``--config`` file's when it sets one, else the export's."""
+    if config is not None and cfg.uncertainty_threshold is not None:
+        return float(cfg.uncertainty_threshold)
+    return float(meta["uncertainty_threshold"])
 
 
 def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -120,7 +130,7 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
         cfg = config_from_metadata(meta)
         if config is not None:
             cfg = Config.load(config)
-        return Backend("tflite", str(path), cfg, meta["uncertainty_threshold"],
+        return Backend("tflite", str(path), cfg, _threshold(cfg, meta, config),
                        tuple(meta["input"]["value_range"]), _tflite_fn(path, threads),
                        gate=_gate_from_metadata(meta))
     if path.is_dir() and not (path / "checkpoints").is_dir() and path.suffix != ".keras":
@@ -129,9 +139,10 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
         saved = find_saved_model(path)
         meta = read_metadata(saved / "assets.extra" / METADATA_FILE)
         cfg = Config.load(config) if config is not None else config_from_metadata(meta)
-        return Backend("savedmodel", str(saved), cfg, meta["uncertainty_threshold"],
+        return Backend("savedmodel", str(saved), cfg, _threshold(cfg, meta, config),
                        tuple(meta["input"]["value_range"]), _saved_model_fn(saved),
-                       gate=_gate_from_metadata(meta))
+                       gate=_gate_from_metadata(meta),
+                       graph_temperature=float(meta.get("temperature", 1.0)))
     from all_tf.inference.model_files import (
         config_for_model,
         input_range,
