@@ -33,32 +33,30 @@ import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without
 @click.option("--output-dir", "-o", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Protocol directory; the record goes to runs/<run id>/.")
-@click.option("--seed", default=None, type=int,
-              help="Seed in the run id [default: the config's split seed].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
               help="Prediction batch size.")
-def main(release, data_dir, output_dir, seed, batch_size):
+def main(release, data_dir, output_dir, batch_size):
     """Write the out-of-fold record of RELEASE (a saved_models/ folder)."""
-    import keras
-
-    from all_tf.config import Config
     from all_tf.evaluation.fold_records import score_parts, write_fold_record
-    from all_tf.evaluation.runs import load_metrics, load_split
-    from all_tf.models.released import materialize_keras
+    from all_tf.evaluation.runs import RunDirError, load_metrics, load_split
+    from all_tf.experiments.rejection import release_runs
+    from all_tf.models.released import ReleasedModelError, load_release
 
-    cfg = Config.load(release / "config.json")
-    if data_dir:
-        cfg = cfg.override({"data_dir": str(data_dir)})
-    if cfg.split.kind != "contiguous" or cfg.split.fold is None:
-        raise click.ClickException(f"{release}: not a fold of the contiguous split "
-                                   f"(split {cfg.split.kind}, fold {cfg.split.fold})")
-    seed = cfg.split.seed if seed is None else seed
-    run_dir = output_dir / "runs" / f"{cfg.model.name}_contiguous_f{cfg.split.fold}_s{seed}"
+    try:
+        ((run_id, _),) = release_runs([release]).items()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    run_dir = output_dir / "runs" / run_id
     if (run_dir / "config.json").exists():
         raise click.ClickException(f"{run_dir} already holds a run; remove it first")
-    stored = load_metrics(release)
-    split = load_split(release, cfg.data_dir)
-    model = keras.models.load_model(materialize_keras(release), compile=False)
+    try:
+        model, cfg = load_release(release)
+        if data_dir:
+            cfg = cfg.override({"data_dir": str(data_dir)})
+        stored = load_metrics(release)
+        split = load_split(release, cfg.data_dir)
+    except (RunDirError, ReleasedModelError) as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"val: {len(split.val)} images, test: {len(split.test)} images")
     single, tta = score_parts(lambda part, x: model, split, cfg, batch_size)
 
@@ -67,7 +65,7 @@ def main(release, data_dir, output_dir, seed, batch_size):
                                 source=f"recomputed from the release {release.name}",
                                 extra={k: stored[k] for k in kept if k in stored})
     click.echo(f"{run_dir}: test accuracy {metrics['accuracy']:.4f} recomputed, "
-               f"{stored['accuracy']:.4f} stored with the release")
+               f"{stored.get('accuracy', float('nan')):.4f} stored with the release")
 
 
 if __name__ == "__main__":
