@@ -82,15 +82,16 @@ def main(protocol_dir, data_dir, output_dir, batch_size):
             click.echo(f"{run.name}: done earlier, skipped", err=True)
             continue
         cfg = load_config(run)
-        if cfg.preprocess.input_mode != "image":
-            raise click.ClickException(f"{run}: AdaBN here is for whole-field runs")
 
         def adapted(part, x, run=run):
             model = load_model(run)  # the stored statistics, adapted to this part only
             adapt_batchnorm(model, x)
             return model
 
-        single, tta = score_parts(adapted, load_split(run, data_dir), cfg, batch_size)
+        try:
+            single, tta = score_parts(adapted, load_split(run, data_dir), cfg, batch_size)
+        except ValueError as e:
+            raise click.ClickException(f"{run}: {e}") from None
         metrics = write_fold_record(
             out, cfg, run / "split.json", single, tta,
             source=f"{run}: BatchNorm statistics adapted on each part (AdaBN)")

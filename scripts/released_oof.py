@@ -58,7 +58,10 @@ def main(release, data_dir, output_dir, batch_size):
     except (RunDirError, ReleasedModelError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"val: {len(split.val)} images, test: {len(split.test)} images")
-    single, tta = score_parts(lambda part, x: model, split, cfg, batch_size)
+    try:
+        single, tta = score_parts(lambda part, x: model, split, cfg, batch_size)
+    except ValueError as e:
+        raise click.ClickException(f"{release}: {e}") from None
 
     kept = ("epochs_trained", "train_seconds_last_session", "n_train", "n_val", "n_test")
     metrics = write_fold_record(run_dir, cfg, release / "split.json", single, tta,

@@ -86,3 +86,11 @@ def test_record_is_pooled_like_a_trained_fold(sample_all4, tmp_path):
     pooled = pooled_out_of_fold(finished_fold_runs(tmp_path / "cv"), n_boot=10)
     assert pooled["raw"]["n"] == len(y_true) == len(split.test)
     assert pooled["raw"]["accuracy"] == pytest.approx(stored["accuracy"])
+
+
+def test_score_parts_refuses_nucleus_crop_runs(sample_all4):
+    cfg = Config.preset("quick").override({"preprocess.input_mode": "crops"})
+    split = make_split(assign_groups(scan_dataset(sample_all4).records),
+                       SplitConfig(kind="contiguous", n_folds=3, fold=0, embargo=0))
+    with pytest.raises(ValueError, match="whole-field runs"):
+        score_parts(lambda part, x: pytest.fail("scored a crop run"), split, cfg, 8)

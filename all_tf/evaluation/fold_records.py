@@ -74,9 +74,14 @@ def score_parts(model_for_part: Callable, split, cfg, batch_size: int) -> tuple[
         as :func:`all_tf.evaluation.predictions.write_predictions` takes it.
 
     Raises:
-        ValueError: no image of a part could be read.
+        ValueError: no image of a part could be read, or a nucleus-crop run (the 8 views are
+            of whole fields).
     """
     from all_tf.inference.tta import tta_probabilities
+
+    if cfg.preprocess.input_mode != "image":
+        raise ValueError(f"input mode {cfg.preprocess.input_mode!r}: test-time augmentation "
+                         "is for whole-field runs")
 
     single, tta = {}, {}
     for part in PARTS:
