@@ -19,7 +19,13 @@ import json
 
 import click
 
-from all_tf.cli.options import data_dir_option, model_option, open_backend, output_dir_option
+from all_tf.cli.options import (
+    data_dir_option,
+    model_option,
+    open_backend,
+    output_dir_option,
+    prediction_options,
+)
 
 PREDICTIONS = "predictions.csv"
 
@@ -28,16 +34,9 @@ PREDICTIONS = "predictions.csv"
 @data_dir_option(required=True)
 @output_dir_option(required=True)
 @model_option()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Config JSON overriding the one stored with the model.")
-@click.option("--threshold", type=click.FloatRange(0, 1),
-              help="Uncertainty threshold (default: the one stored with the model).")
+@prediction_options
 @click.option("--block-size", type=click.IntRange(1), default=36, show_default=True,
               help="Consecutive file numbers per bootstrap block (1: single images).")
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bar on standard error.")
 def main(data_dir, output_dir, model, config_path, threshold, block_size, batch_size, threads,
          progress):
     """Score a model on the labelled class folders of --data-dir.

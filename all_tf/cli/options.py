@@ -130,6 +130,24 @@ def training_options(f):
     return f
 
 
+def prediction_options(f):
+    """--config, --threshold, --batch-size, --threads, --progress: the commands that predict."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                     help="Config JSON overriding the one stored with the model."),
+        click.option("--threshold", type=click.FloatRange(0, 1),
+                     help="Uncertainty threshold (default: the one stored with the model)."),
+        click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True,
+                     help="Images per model call."),
+        click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads."),
+        click.option("--progress/--no-progress", default=True, show_default=True,
+                     help="Progress bar on standard error."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def model_option(**kwargs):
     """--model/-m: a released model's name or a model path, for the commands that predict."""
     return click.option(

@@ -9,7 +9,7 @@ decoded with :func:`all_tf.io.read_image` and preprocessed on the host with
 nucleus crops get their crops' probabilities averaged per image.
 
 Each image becomes one row: ``file``; ``status``: ``ok``, ``uncertain`` (confidence below the
-model's threshold), ``rejected:<reason>`` (the input is not a smear field the model knows:
+model's threshold, or the model's colour check names another class), ``rejected:<reason>`` (the input is not a smear field the model knows:
 see :mod:`all_tf.inference.gate`; only models stored with a ``gate.json`` have a gate) or
 ``error`` (the file could not be read or processed); ``class`` (empty when rejected or
 error); ``confidence`` (max probability after the model's stored temperature, and over the 8
@@ -37,26 +37,19 @@ from pathlib import Path
 
 import click
 
-from all_tf.cli.options import model_option, open_backend
+from all_tf.cli.options import model_option, open_backend, prediction_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True)
 @model_option()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Config JSON overriding the one stored with the model.")
+@prediction_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write rows here (default: standard output).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]),
               help="Output format (default: from --output's suffix, else csv).")
 @click.option("--overlays", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for overlay PNGs: nucleus boxes and the predicted label.")
-@click.option("--threshold", type=click.FloatRange(0, 1),
-              help="Uncertainty threshold (default: the one stored with the model).")
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--threads", type=click.IntRange(1), help="TFLite interpreter threads.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bar on standard error.")
 def main(inputs, model, config_path, output, fmt, overlays, threshold, batch_size, threads,
          progress):
     """Classify INPUTS (images, folders or globs) with the released model or --model.

@@ -108,7 +108,7 @@ def score_rows(rows: Sequence[dict], records, threshold: float, block_size: int 
 
 def _suggested_threshold(y: np.ndarray, p: np.ndarray, share: float = 0.9) -> dict | None:
     """The lowest threshold with 3 decimals (as typed on a command line) that flags ``share``
-    of the errors, with what it buys; ``{"threshold": None}`` when none does (errors at
+    of the errors, with what it buys; ``{"share", "threshold": None}`` when none does (errors at
     confidence 1.0); None without errors."""
     confidence = p.max(axis=1)
     wrong = p.argmax(axis=1) != y
@@ -156,7 +156,7 @@ def report_markdown(result: dict, title: str) -> str:
     counts = ", ".join(f"{c} {k}" for c, k in result["per_class"].items())
     lines = [f"# {title}", "",
              f"{n} labelled fields scored ({counts}); {len(result['unreadable'])} unreadable, "
-             f"{result['unlabelled']} outside the class folders. Values in %; 95 % CIs "
+             f"{result['unlabelled']} outside the class folders. Values in % (Brier: 0 to 2); 95 % CIs "
              f"resample blocks of {result['block_size']} consecutive file numbers within each "
              "class.", "",
              "| fields | balanced acc. [95 % CI] | macro F1 | macro AUC | ECE [95 % CI] | "
