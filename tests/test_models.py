@@ -240,6 +240,9 @@ def test_v2s_cbam_save_roundtrip(v2s_cbam, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_builds_and_trains_one_step(name):
+    # seeded: EfficientNetV2's stochastic depth can drop a block for all 4 images of the batch,
+    # leaving that block's weights without a gradient in this one step
+    keras.utils.set_random_seed(0)
     size = _size(name)
     model = build_model(name, image_size=size, dropout=0.0)
     assert model.input_shape == (None, size, size, 3) and model.output_shape == (None, 4)
