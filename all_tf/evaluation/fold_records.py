@@ -77,11 +77,9 @@ def score_parts(model_for_part: Callable, split, cfg, batch_size: int) -> tuple[
         ValueError: no image of a part could be read, or a nucleus-crop run (the 8 views are
             of whole fields).
     """
-    from all_tf.inference.tta import tta_probabilities
+    from all_tf.inference.tta import check_whole_field, tta_probabilities
 
-    if cfg.preprocess.input_mode != "image":
-        raise ValueError(f"input mode {cfg.preprocess.input_mode!r}: test-time augmentation "
-                         "is for whole-field runs")
+    check_whole_field(cfg)
 
     single, tta = {}, {}
     for part in PARTS:

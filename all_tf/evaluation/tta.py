@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from all_tf.inference.tta import tta_probabilities
+from all_tf.inference.tta import check_whole_field, tta_probabilities
 
 TTA_PREDICTIONS_FILE = "predictions_tta.csv"
 
@@ -25,8 +25,10 @@ def write_tta_predictions(run_dir: str | Path, data_dir: str | None = None,
     if out.exists():
         return out
     cfg = load_config(run_dir)
-    if cfg.preprocess.input_mode != "image":
-        raise ValueError(f"{run_dir}: test-time augmentation is for whole-field runs")
+    try:
+        check_whole_field(cfg)
+    except ValueError as e:
+        raise ValueError(f"{run_dir}: {e}") from None
     split = load_split(run_dir, data_dir or cfg.data_dir)
     model = load_model(run_dir)
     parts = {}

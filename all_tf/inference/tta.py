@@ -25,6 +25,13 @@ def dihedral_views(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(views))
 
 
+def check_whole_field(cfg) -> None:
+    """Raise ValueError unless ``cfg`` classifies whole fields (the views are of a field)."""
+    if cfg.preprocess.input_mode != "image":
+        raise ValueError(f"input mode {cfg.preprocess.input_mode!r}: test-time augmentation "
+                         "is for whole-field runs")
+
+
 def tta_probabilities(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Mean softmax (N, C) over the 8 dihedral views of preprocessed inputs x (N, S, S, 3)."""
     n = len(x)
