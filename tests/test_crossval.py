@@ -253,6 +253,21 @@ def test_threshold_for_90_percent_flags_exactly_9_of_10_errors():
     assert need["errors_flagged"] == 0.9 and need["coverage"] == 0.1
 
 
+def test_sweep_and_suggested_threshold_flag_the_same_error():
+    from all_tf.evaluation.crossval import error_confidence_to_flag, threshold_sweep
+    from all_tf.evaluation.labelled_batch import _suggested_threshold
+
+    conf = np.array([0.62, 0.7104, 0.75, 0.81])  # four errors, true class 1
+    p = np.stack([conf, 1 - conf], axis=1)
+    y = np.ones(4, int)
+    assert error_confidence_to_flag(y, p, 0.5) == 0.7104  # k = ceil(0.5 * 4) = 2nd smallest
+    assert error_confidence_to_flag(y[:0], p[:0]) is None
+    sweep_t = threshold_sweep(y, p, (), flag_share=0.5)["for_flag_share"]["threshold"]
+    typed = _suggested_threshold(y, p, share=0.5)
+    assert 0.7104 < sweep_t < typed["threshold"] == 0.711
+    assert typed["errors_flagged"] == 0.5
+
+
 def test_colour_check_flags_the_errors_it_disagrees_with(tmp_path):
     # 4 test images; the network is wrong on images 1 and 3, both confidently
     y = np.array([0, 1, 2, 3])

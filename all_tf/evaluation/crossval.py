@@ -129,6 +129,18 @@ def image_key(path: str | Path) -> str:
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+def error_confidence_to_flag(y_true, probs, share: float = 0.9) -> float | None:
+    """The confidence of the error that must fall below the uncertainty threshold for
+    ``share`` of the errors to be flagged: the k-th smallest error confidence, k = ceil(share *
+    errors) (the inverted-CDF quantile); None without errors. Any threshold above it flags
+    at least ``share`` of them."""
+    probs = np.asarray(probs, dtype=np.float64)
+    wrong = probs.argmax(axis=1) != np.asarray(y_true, dtype=int)
+    if not wrong.any():
+        return None
+    return float(np.quantile(probs.max(axis=1)[wrong], share, method="inverted_cdf"))
+
+
 def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLDS,
                     flag_share: float = 0.9) -> dict:
     """What each uncertainty threshold buys on pooled predictions.
@@ -143,18 +155,14 @@ def threshold_sweep(y_true, probs, thresholds: Sequence[float] = SWEEP_THRESHOLD
     probs = np.asarray(probs, dtype=np.float64)
     confidence = probs.max(axis=1)
     y_pred = probs.argmax(axis=1)
-    wrong = y_pred != y_true
 
     def at(t: float) -> dict:
         return {"threshold": float(t), **abstention(y_true, y_pred, confidence >= t)}
 
     needed = None
-    if wrong.any():
-        # flag an error when its confidence is below t: t just above the k-th smallest error
-        # confidence, k = ceil(share * errors) (the inverted-CDF quantile)
-        t = float(np.nextafter(np.quantile(confidence[wrong], flag_share,
-                                           method="inverted_cdf"), 2))
-        needed = {"share": flag_share, **at(t)}
+    c = error_confidence_to_flag(y_true, probs, flag_share)
+    if c is not None:
+        needed = {"share": flag_share, **at(float(np.nextafter(c, 2)))}
     return {"rows": [at(t) for t in thresholds], "for_flag_share": needed}
 
 

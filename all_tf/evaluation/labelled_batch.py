@@ -34,6 +34,7 @@ from all_tf.evaluation.crossval import (
     abstention,
     block_bootstrap_ci,
     block_ids,
+    error_confidence_to_flag,
     oof_metrics,
     threshold_sweep,
 )
@@ -110,13 +111,9 @@ def _suggested_threshold(y: np.ndarray, p: np.ndarray, share: float = 0.9) -> di
     """The lowest threshold with 3 decimals (as typed on a command line) that flags ``share``
     of the errors, with what it buys; ``{"share", "threshold": None}`` when none does (errors at
     confidence 1.0); None without errors."""
-    confidence = p.max(axis=1)
-    wrong = p.argmax(axis=1) != y
-    if not wrong.any():
+    c = error_confidence_to_flag(y, p, share)
+    if c is None:
         return None
-    # the error confidence that must fall below the threshold (as in threshold_sweep), then
-    # the smallest 3-decimal value above it
-    c = float(np.quantile(confidence[wrong], share, method="inverted_cdf"))
     t = (math.floor(c * 1000 + 1e-9) + 1) / 1000
     if t > 1.0:
         return {"share": share, "threshold": None}
