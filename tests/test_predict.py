@@ -398,3 +398,87 @@ def test_a_mixed_bfloat16_keras_file_is_predicted_in_float32(tmp_path):
     np.testing.assert_allclose(backend.predict(x), to_float32(model).predict(x, verbose=0),
                                atol=1e-6)
     assert np.abs(backend.predict(x) - model.predict(x, verbose=0)).max() > 1e-5  # bf16 differs
+
+
+def test_a_failing_batch_is_retried_one_image_at_a_time(run):
+    from all_tf.inference.predictor import iter_predictions
+    from all_tf.predict import load_backend
+
+    backend = load_backend(backends(run)["keras_file"])
+    files = sorted((SAMPLE_ALL4 / "Early").glob("*.jpg"))[:3]
+    real, calls = backend.predict_fn, []
+
+    def fail_on_the_batch_and_the_second_file(x):
+        calls.append(len(x))
+        if len(calls) in (1, 3):  # the batch of three, then files 1, 2 (fails), 3 alone
+            raise RuntimeError("simulated delegate failure")
+        return real(x)
+
+    backend.predict_fn = fail_on_the_batch_and_the_second_file
+    backend.features_fn = None
+    rows = list(iter_predictions(backend, [str(f) for f in files], progress=False))
+    assert len(calls) == 4
+    assert [r["status"] == "error" for r in rows] == [False, True, False]
+    assert rows[1]["error"] == f"{files[1]}: RuntimeError: simulated delegate failure"
+    assert rows[0]["class"] in CLASS_NAMES and rows[2]["class"] in CLASS_NAMES
+
+
+def test_an_overlay_that_cannot_be_written_keeps_the_prediction(run, tmp_path):
+    from all_tf.inference.predictor import iter_predictions
+    from all_tf.predict import load_backend
+
+    not_a_folder = tmp_path / "overlays"
+    not_a_folder.write_text("a file where the overlay folder should be")
+    files = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[:2]
+    rows = list(iter_predictions(load_backend(backends(run)["keras_file"]),
+                                 [str(f) for f in files], overlay_dir=not_a_folder,
+                                 progress=False))
+    for f, row in zip(files, rows, strict=True):
+        assert row["class"] in CLASS_NAMES and row["status"] != "error"
+        assert row["error"].startswith(f"{f}: overlay {f.stem}.png not written: ")
+
+
+def test_a_config_without_a_threshold_keeps_the_exported_one(tmp_path):
+    from all_tf.config import Config
+    from all_tf.inference.predictor import _threshold
+
+    meta = {"uncertainty_threshold": 0.9}
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"tta": False}))
+    assert _threshold(Config.load(partial), meta, partial) == 0.9
+    full = tmp_path / "full.json"
+    Config.load(partial).override({"uncertainty_threshold": 0.6}).save(full)
+    assert _threshold(Config.load(full), meta, full) == 0.6
+    assert _threshold(Config.load(full), meta, None) == 0.9
+
+
+def test_a_config_file_of_another_size_is_refused_not_resized(run, tmp_path):
+    from all_tf.config import Config
+    from all_tf.predict import load_backend
+
+    other = tmp_path / "other_run.json"
+    Config.load(run / "config.json").override({"preprocess.image_size": 224}).save(other)
+    with pytest.raises(ValueError, match="image_size 224 does not match"):
+        load_backend(backends(run)["keras_file"], other)
+
+
+def test_crop_mode_with_the_label_corner_hidden_sees_the_training_crops(run, tmp_path):
+    from all_tf.config import Config
+    from all_tf.data.inputs import inputs_for_image
+    from all_tf.inference.predictor import iter_predictions
+    from all_tf.io import read_image
+    from all_tf.predict import load_backend
+
+    cfg = Config.load(run / "config.json").override({
+        "preprocess.input_mode": "crops", "preprocess.max_crops": 3,
+        "preprocess.mask_label_corner": True})
+    cfg_path = tmp_path / "crops.json"
+    cfg.save(cfg_path)
+    backend = load_backend(backends(run)["keras_file"], cfg_path)
+    seen = []
+    real = backend.predict_fn
+    backend.predict_fn = lambda x: (seen.append(np.array(x)), real(x))[1]
+    backend.features_fn = None
+    image = sorted((SAMPLE_ALL4 / "Benign").glob("*.jpg"))[0]
+    list(iter_predictions(backend, [str(image)], progress=False))
+    np.testing.assert_array_equal(seen[0], inputs_for_image(read_image(image), cfg))

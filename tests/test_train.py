@@ -179,6 +179,25 @@ def test_trains_and_writes_run_directory(tiny_data, tmp_path):
     again = invoke("--data-dir", tiny_data, *TINY, "--epochs", "3", "--loss-warmup-epochs", "1",
                    "-o", out)
     assert again.exit_code == 0 and "Epoch" not in again.output
+    # nor when it was stopped while scoring (no metrics.json): the fitted model is scored
+    best = out / "checkpoints" / "best.keras"
+    before = (best.stat().st_mtime_ns, (out / "history.csv").read_text(), metrics["accuracy"])
+    (out / "metrics.json").unlink()
+    rescored = invoke("--data-dir", tiny_data, *TINY, "--epochs", "3", "--loss-warmup-epochs",
+                      "1", "-o", out)
+    assert rescored.exit_code == 0 and "Epoch" not in rescored.output
+    after = json.loads((out / "metrics.json").read_text())
+    assert (best.stat().st_mtime_ns, (out / "history.csv").read_text(),
+            after["accuracy"]) == before
+    assert after["train_seconds_last_session"] == metrics["train_seconds_last_session"]
+    # a split.json made with other settings is refused, not trained on
+    doc = json.loads((out / "split.json").read_text())
+    doc["params"]["seed"] = doc["params"]["seed"] + 1
+    (out / "split.json").write_text(json.dumps(doc))
+    (out / "metrics.json").unlink()
+    refused = CliRunner().invoke(main, [str(a) for a in ("--data-dir", tiny_data, *TINY,
+                                 "--epochs", "3", "--loss-warmup-epochs", "1", "-o", out)])
+    assert refused.exit_code != 0 and "other split settings (seed: " in refused.output
 
 
 @pytest.mark.slow

@@ -108,6 +108,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
     import numpy as np
 
     from all_tf.data import collect_inputs
+    from all_tf.data.inputs import inputs_for_image
     from all_tf.inference.model_files import (
         config_for_model,
         load_keras_model,
@@ -115,7 +116,6 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         to_float32,
     )
     from all_tf.io import atomic_write_text
-    from all_tf.preprocessing import preprocess_image
 
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     unknown = sorted(set(wanted) - set(ALL_FORMATS))
@@ -125,7 +125,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
     try:
         src = resolve_source(source, config_path)
         model = to_float32(load_keras_model(src.model_path))
-        cfg = config_for_model(src.config, model)
+        cfg = config_for_model(src.config, model, from_file=src.config_path is not None)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if src.config_path is None:
@@ -213,21 +213,27 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         images, labels, paths = _read_all(_sample(pairs, verify_count))
         if not images:
             raise click.ClickException("no readable verification images")
-        x = np.stack([preprocess_image(im, cfg.preprocess) for im in images])
+        # what the model sees: the preprocessed fields, or each field's nucleus crops (crop
+        # runs are compared crop by crop, each with its field's label)
+        views = [inputs_for_image(im, cfg) for im in images]
+        x = np.concatenate(views)
         keras_probs = model.predict(x, batch_size=16, verbose=0)
-        y = None if any(label is None for label in labels) else np.asarray(labels)
+        y = None if any(label is None for label in labels) \
+            else np.repeat(np.asarray(labels), [len(v) for v in views])
         rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
+        crops = cfg.preprocess.input_mode == "crops"
         if "savedmodel" in written or "edge" in written:
             from all_tf.evaluation.calibration import apply_temperature
 
             served = keras_probs
-            if cfg.tta:  # the serving graph averages the 8 flips and rotations
+            if cfg.tta and not crops:  # the serving graph averages the 8 flips and rotations
                 from all_tf.inference.tta import tta_probabilities
 
                 served = tta_probabilities(model, x)
             served = apply_temperature(served, cfg.temperature)
         if "savedmodel" in written:
-            rows.insert(0, verify_saved_model(written["savedmodel"], paths, served, y))
+            rows.insert(0, verify_saved_model(written["savedmodel"], paths, served, y,
+                                              pixels=x if crops else None))
         if "edge" in written:  # the images at model size, uint8, as an app would feed them
             from all_tf.preprocessing import resize_to
 

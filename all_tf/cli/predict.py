@@ -16,7 +16,8 @@ error); ``confidence`` (max probability after the model's stored temperature, an
 flips and rotations of the field for models stored with ``tta``);
 ``uncertain`` (also when the gate's colour check, :mod:`all_tf.inference.colour_check`,
 names another class); ``p_<class>`` for the four classes; ``ood_score`` (Mahalanobis feature
-distance of the field, or mean over its crops; models with a gate); ``colour_class`` (the
+distance of the field, or mean over its crops; ``.keras`` models and SavedModels with a gate:
+a ``.tflite`` file outputs no features, so it has no ``out_of_distribution`` check); ``colour_class`` (the
 colour check's class, models whose gate has one); ``nuclei`` (connected components of
 :func:`all_tf.segmentation.segment_nuclei` at the image's own resolution; the gate counts
 at 224 px, so the two can differ) and ``error`` (empty, or why the file was skipped:

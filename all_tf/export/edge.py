@@ -197,13 +197,20 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
     """
     from all_tf import CLASS_NAMES
     from all_tf.export.tflite import gate_metadata, io_details
-    from all_tf.inference.model_files import config_for_model, export_metadata, to_float32
+    from all_tf.inference.model_files import (
+        DEFAULT_THRESHOLD,
+        config_for_model,
+        export_metadata,
+        to_float32,
+    )
     from all_tf.io import atomic_write_bytes, atomic_write_text
 
     model = to_float32(model)
     cfg = config_for_model(cfg, model)
     tta = cfg.tta if tta is None else bool(tta)
-    threshold = cfg.uncertainty_threshold if threshold is None else float(threshold)
+    if threshold is None:
+        threshold = cfg.uncertainty_threshold
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     flat = convert_edge(model, cfg, tta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +231,10 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
         tta_in_graph=tta,
         uncertainty_rule="probabilities = the output (the temperature and, when tta_in_graph, "
                          "the mean over the 8 flips and rotations are applied in the graph); "
-                         "uncertain = max(probabilities) < uncertainty_threshold",
+                         "uncertain = max(probabilities) < uncertainty_threshold"
+                         + (", or the class of gate.colour_check (see the .tflite files' "
+                            "uncertainty_rule) differs from argmax(probabilities)"
+                            if gate is not None and gate.colour is not None else ""),
         input={**details["input"], "signature_name": INPUT_NAME, "layout": "NHWC",
                "value_range": [0, 255],
                "feed": f"the decoded RGB image scaled to {size} x {size} (area averaging when "

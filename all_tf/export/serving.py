@@ -28,7 +28,8 @@ saturation, focus, stain) and the feature distance, ``predict_pixels`` by the di
 A gate with a colour check (:mod:`all_tf.inference.colour_check`) adds ``colour_class_id``
 int64 [N] to ``serving_default``, whose ``uncertain`` and ``status`` then also mark the
 images where it names another class (``predict_pixels`` has no raw image to check). A bad image fails
-the request with an InvalidArgumentError that names its index and the reason.
+the request with an InvalidArgumentError that names its index and the reason (a truncated file:
+the decoder's own message, without the index).
 
 For runs trained on nucleus crops (``input_mode="crops"``) segmentation cannot run in the
 graph: both signatures then take pixels of crops; the client segments and averages.

@@ -38,7 +38,13 @@ import numpy as np
 
 from all_tf import CLASS_NAMES
 from all_tf.config import Config
-from all_tf.inference.model_files import config_for_model, export_metadata, input_range, to_float32
+from all_tf.inference.model_files import (
+    DEFAULT_THRESHOLD,
+    config_for_model,
+    export_metadata,
+    input_range,
+    to_float32,
+)
 from all_tf.io import atomic_write_bytes, atomic_write_text
 
 VARIANTS = ("float32", "float16", "dynamic_int8", "int8", "int16x8")
@@ -200,7 +206,9 @@ def export_tflite(
     """
     model = to_float32(model)
     cfg = config_for_model(cfg, model)
-    threshold = cfg.uncertainty_threshold if threshold is None else float(threshold)
+    if threshold is None:
+        threshold = cfg.uncertainty_threshold
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     size = cfg.preprocess.image_size
     lo, hi = input_range(model)
     out_dir = Path(out_dir)

@@ -151,8 +151,10 @@ def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray | Non
 
 
 def verify_saved_model(path: str, files: list[str], keras_probs, labels=None,
-                       batch_size: int = 32) -> dict:
-    """Run ``serving_default`` on the files' bytes (decoding and preprocessing in the graph)."""
+                       batch_size: int = 32, pixels: np.ndarray | None = None) -> dict:
+    """Run ``serving_default`` on the files' bytes (decoding and preprocessing in the graph),
+    or, for crop runs (whose ``serving_default`` takes crops), on ``pixels``: float32
+    (N, S, S, 3) model inputs, one row of ``keras_probs`` each."""
     import time
 
     import tensorflow as tf
@@ -164,15 +166,20 @@ def verify_saved_model(path: str, files: list[str], keras_probs, labels=None,
         fn = tf.saved_model.load(path).signatures["serving_default"]
         probs = []
         start = time.perf_counter()
-        for i in range(0, len(files), batch_size):
-            data = [Path(f).read_bytes() for f in files[i:i + batch_size]]
-            probs.append(fn(image_bytes=tf.constant(data))["probabilities"].numpy())
+        if pixels is None:
+            for i in range(0, len(files), batch_size):
+                data = [Path(f).read_bytes() for f in files[i:i + batch_size]]
+                probs.append(fn(image_bytes=tf.constant(data))["probabilities"].numpy())
+        else:
+            for i in range(0, len(pixels), batch_size):
+                batch = tf.constant(pixels[i:i + batch_size], tf.float32)
+                probs.append(fn(pixels=batch)["probabilities"].numpy())
         elapsed = time.perf_counter() - start
     except Exception as e:  # report, do not abort the export
         row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
         return row
     row.update(compare(np.concatenate(probs), np.asarray(keras_probs, np.float32), labels))
-    row["ms_per_image_batched"] = round(1000 * elapsed / max(len(files), 1), 3)
+    row["ms_per_image_batched"] = round(1000 * elapsed / max(len(files), 1), 3)  # per field
     row["status"] = "ok"
     return row
 

@@ -115,8 +115,15 @@ def to_float32(model):
     return clone
 
 
-def config_for_model(cfg: Config, model) -> Config:
+def config_for_model(cfg: Config, model, from_file: bool = False) -> Config:
     """``cfg`` with ``preprocess.image_size`` checked against the model's input.
+
+    Args:
+        cfg: the run config.
+        model: a Keras model with input (None, S, S, 3).
+        from_file: ``cfg`` was read from a config file, so its size is the one the run used
+            and any mismatch is an error. Otherwise a size left at the default is taken to be
+            unset and replaced by the model's.
 
     Raises:
         ValueError: the model's input is not (None, S, S, 3) or S disagrees with the config.
@@ -127,7 +134,7 @@ def config_for_model(cfg: Config, model) -> Config:
     size = int(shape[1])
     if cfg.preprocess.image_size != size:
         default = Config().preprocess.image_size
-        if cfg.preprocess.image_size == default:  # no config given: take the model's size
+        if not from_file and cfg.preprocess.image_size == default:  # unset: the model's
             cfg = Config.from_dict(cfg.to_dict())
             cfg.preprocess.image_size = size
         else:
@@ -158,9 +165,10 @@ def export_metadata(cfg: Config, threshold: float, **extra: Any) -> dict[str, An
         "uncertainty_threshold": float(threshold),
         "temperature": float(cfg.temperature),
         "tta": bool(cfg.tta),
-        "uncertainty_rule": "probabilities = softmax(log(model output) / temperature), "
-                            "averaged over the 8 flips and 90-degree rotations of the input "
-                            "when tta is true; uncertain = max(probabilities) < "
+        "uncertainty_rule": "probabilities = softmax(log(p) / temperature), p = the model "
+                            "output, or its mean over the 8 flips and 90-degree rotations of "
+                            "the input when tta is true (averaged first, then the "
+                            "temperature); uncertain = max(probabilities) < "
                             "uncertainty_threshold, or, when gate.colour_check is present, its "
                             "class differs from argmax(probabilities) (class = argmax((h - mean)"
                             " / scale @ coef.T + intercept), h = the 3 x 32-bin RGB histograms, "

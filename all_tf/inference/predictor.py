@@ -96,7 +96,8 @@ class Backend:
 
 def _threshold(cfg: Config, meta: dict, config) -> float:
     """The uncertainty threshold: a ``--config`` file's when it sets one, else the export's."""
-    if config is not None and cfg.uncertainty_threshold is not None:
+    if config is not None and cfg.uncertainty_threshold is not None \
+            and json.loads(Path(config).read_text()).get("uncertainty_threshold") is not None:
         return float(cfg.uncertainty_threshold)
     return float(meta["uncertainty_threshold"])
 
@@ -155,7 +156,7 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
     # float32 like every export (a model trained under mixed bfloat16 keeps that policy in its
     # .keras file; bfloat16 is slower on CPUs without bfloat16 instructions)
     keras_model = to_float32(load_keras_model(src.model_path))
-    cfg = config_for_model(src.config, keras_model)
+    cfg = config_for_model(src.config, keras_model, from_file=src.config_path is not None)
     threshold = cfg.uncertainty_threshold if cfg.uncertainty_threshold is not None else DEFAULT_THRESHOLD
 
     def keras_fn(x):
@@ -175,7 +176,8 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
 
 
 def _gate_from_metadata(meta: dict):
-    """The input checks described in export metadata (exported models score no features)."""
+    """The input checks described in export metadata; the feature distance is the SavedModel
+    graph's (its ``ood`` output), and TFLite files have none."""
     from all_tf.inference import Gate
 
     doc = meta.get("gate")
@@ -282,11 +284,18 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
         x = np.concatenate([p[1] for p in pending])
         try:
             probs, ood_scores = backend.predict_with_features(x)
-        except Exception as e:  # a backend failure is reported on every row of the batch
-            for row, *_ in pending:
-                row["error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            if len(pending) == 1:
+                row = pending[0][0]
+                row["error"] = f"{row['file']}: {type(e).__name__}: {e}"
                 row["status"] = "error"
-            pending.clear()
+                pending.clear()
+                return
+            # one image at a time, so that the failure is reported on its own file's row
+            batch = pending[:]
+            for item in batch:
+                pending[:] = [item]
+                flush()
             return
         start = 0
         for row, xi, rgb, boxes, stats, colour in pending:
@@ -318,10 +327,14 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
                 while name in overlay_names:
                     name += "_"
                 overlay_names.add(name)
-                ok, png = cv2.imencode(".png", cv2.cvtColor(draw_overlay(rgb, boxes, label),
-                                                            cv2.COLOR_RGB2BGR))
-                if ok:
+                try:  # the prediction stands; only the picture is missing
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(
+                        draw_overlay(rgb, boxes, label), cv2.COLOR_RGB2BGR))
+                    if not ok:
+                        raise ValueError("PNG encoding failed")
                     atomic_write_bytes(Path(overlay_dir) / f"{name}.png", png.tobytes())
+                except (OSError, ValueError, cv2.error) as e:
+                    row["error"] = f"{row['file']}: overlay {name}.png not written: {e}"
         pending.clear()
 
     for path in tqdm(files, desc="predict", unit="img", disable=not progress, file=sys.stderr):
@@ -333,11 +346,13 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
             mask = segment_nuclei(rgb, cfg.segmentation)
             boxes = nuclei_boxes(mask)
             row["nuclei"] = int(len(boxes))
-            x = _model_inputs(rgb, cfg, mask)
+            # crop runs with the label corner hidden segment the filled field, as in training
+            crops_masked = cfg.preprocess.input_mode == "crops" and cfg.preprocess.mask_label_corner
+            x = _model_inputs(rgb, cfg, None if crops_masked else mask)
             stats = image_statistics(rgb, cfg.segmentation) if gate is not None else None
             colour = gate.colour_class(rgb) if gate is not None else None
-        except (ImageReadError, ValueError, OSError) as e:  # these name the file already
-            row["error"] = str(e)
+        except (ImageReadError, ValueError, OSError) as e:
+            row["error"] = str(e) if str(path) in str(e) else f"{path}: {e}"
             row["status"] = "error"
             continue
         except Exception as e:  # anything else in segmentation or preprocessing

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -158,8 +159,12 @@ class FittedRun:
     epochs: int  # epochs in history.csv
 
 
+FIT_DONE_FILE = "fit_done.json"  # in checkpoints/: {"train_seconds"}, written when fit ends
+
+
 def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> FittedRun:
-    """Fit ``cfg`` into ``output_dir`` (resuming if it holds an unfinished run of ``cfg``).
+    """Fit ``cfg`` into ``output_dir`` (resuming if it holds an unfinished run of ``cfg``; a
+    finished fit is not repeated: its best checkpoint is loaded).
 
     Returns:
         The model with the best checkpoint's weights loaded (scoring it is
@@ -186,10 +191,19 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
 
     # Everything that can fail is checked before the directory gets any file.
     split_path = out / "split.json"
-    if split_path.exists():
-        split = Split.load(split_path, root=cfg.data_dir)
-    else:
-        split = make_split(load_records(cfg), cfg.split)
+    try:
+        if split_path.exists():
+            split = Split.load(split_path, root=cfg.data_dir)
+            wanted = json.loads(json.dumps(dataclasses.asdict(cfg.split)))
+            changed = sorted(k for k, v in split.params.items() if k in wanted and wanted[k] != v)
+            if changed:
+                raise ValueError(f"{split_path} was made with other split settings ("
+                                 + ", ".join(f"{k}: {split.params[k]!r}, config {wanted[k]!r}"
+                                             for k in changed) + ")")
+        else:
+            split = make_split(load_records(cfg), cfg.split)
+    except (ValueError, FileNotFoundError) as e:
+        raise RunError(str(e)) from None
     check_split(split, cfg.data_dir)
     if cfg.preprocess.reinhard and cfg.preprocess.reinhard_target is None:
         fit_reinhard(cfg, split.train)
@@ -215,6 +229,14 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
             model, loss = build_for_config(cfg, steps)
     except ValueError as e:
         raise RunError(str(e)) from None
+
+    best = out / "checkpoints" / "best.keras"
+    fit_done = out / "checkpoints" / FIT_DONE_FILE
+    if fit_done.exists() and best.exists():  # fitted before, e.g. stopped while scoring
+        model.load_weights(best)
+        done = json.loads(fit_done.read_text())
+        return FittedRun(model, split, cfg, float(done["train_seconds"]),
+                         read_history_epochs(out))
 
     if not split_path.exists():
         split.save(split_path, root=cfg.data_dir)
@@ -242,8 +264,11 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, shuffle=False,
                   callbacks=callbacks, class_weight=class_weight, verbose=verbose)
     train_seconds = time.time() - started
+    # Keras deletes backup/ when fit ends, so without this a rerun would start afresh
+    from all_tf.io import atomic_write_text
 
-    best = out / "checkpoints" / "best.keras"
+    atomic_write_text(fit_done, json.dumps({"train_seconds": train_seconds}))
+
     if best.exists():
         model.load_weights(best)
     return FittedRun(model, split, cfg, train_seconds, read_history_epochs(out))
