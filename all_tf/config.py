@@ -89,6 +89,12 @@ class PreprocessConfig:
         check_choices(self)
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 px, got {self.image_size}")
+        if self.clahe and (self.clahe_clip_limit <= 0 or self.clahe_tile_grid < 1):
+            raise ValueError("CLAHE needs clahe_clip_limit > 0 and clahe_tile_grid >= 1, got "
+                             f"{self.clahe_clip_limit} and {self.clahe_tile_grid}")
+        if self.max_crops < 1 or self.crop_margin < 0:
+            raise ValueError("crops need max_crops >= 1 and crop_margin >= 0 px, got "
+                             f"{self.max_crops} and {self.crop_margin}")
 
 
 @dataclass

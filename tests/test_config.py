@@ -46,3 +46,17 @@ def test_strategies_are_the_trainer_choices():
     assert STRATEGIES == ("default", "mirrored", "multi_worker")
     with pytest.raises(ValueError, match="tpu"):
         get_strategy("tpu")
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"preprocess.max_crops": 0}, "max_crops >= 1"),
+    ({"preprocess.crop_margin": -1}, "crop_margin >= 0"),
+    ({"preprocess.clahe_clip_limit": 0.0}, "clahe_clip_limit > 0"),
+    ({"preprocess.clahe_tile_grid": 0}, "clahe_tile_grid >= 1"),
+])
+def test_preprocess_settings_that_cannot_work_are_refused_when_the_config_is_made(updates,
+                                                                                  message):
+    with pytest.raises(ValueError, match=message):
+        Config().override(updates)
+    if "clahe" in next(iter(updates)):  # unused without CLAHE
+        Config().override({**updates, "preprocess.clahe": False})

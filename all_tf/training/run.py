@@ -207,6 +207,12 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     check_split(split, cfg.data_dir)
     if cfg.preprocess.reinhard and cfg.preprocess.reinhard_target is None:
         fit_reinhard(cfg, split.train)
+    from all_tf.preprocessing import validate_preprocess_config
+
+    try:
+        validate_preprocess_config(cfg.preprocess)
+    except ValueError as e:
+        raise RunError(f"preprocess: {e}") from None
 
     keras.utils.set_random_seed(cfg.split.seed)
     if cfg.train.deterministic:
