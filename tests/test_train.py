@@ -277,3 +277,26 @@ def test_crop_mode_schedule_ends_with_the_last_batch(sample_all4, tmp_path):
     assert len(lr) == 2
     assert lr[0] > 0.1 * 1e-3  # cosine halfway through the steps: half the peak
     assert lr[1] < 0.01 * 1e-3  # the floor, reached with the last batch
+
+
+def test_crop_runs_fit_the_reinhard_target_on_crops(sample_all4):
+    from types import SimpleNamespace
+
+    from all_tf.config import Config
+    from all_tf.data.inputs import input_views, view_preprocess_config
+    from all_tf.io import read_image
+    from all_tf.preprocessing import fit_reinhard_target
+    from all_tf.training.run import fit_reinhard
+
+    records = [SimpleNamespace(path=p) for p in sorted(Path(sample_all4).rglob("*.jpg"))[:6]]
+    cfg = Config().override({"preprocess.input_mode": "crops", "preprocess.image_size": 64,
+                             "preprocess.max_crops": 3, "preprocess.mask_label_corner": True})
+    fit_reinhard(cfg, records)
+    images = [read_image(r.path) for r in records]
+    crops = [v for rgb in images for v in input_views(rgb, cfg)]
+    assert cfg.preprocess.reinhard_target == fit_reinhard_target(crops, view_preprocess_config(cfg))
+    field = fit_reinhard_target(images, cfg.preprocess)
+    # crops are mostly purple nucleus: more chroma, and more spread in it, than whole fields
+    crop_target = cfg.preprocess.reinhard_target
+    assert crop_target["mean"][2] < field["mean"][2] - 4  # b*: bluer
+    assert min(c / f for c, f in zip(crop_target["std"][1:], field["std"][1:])) > 1.5

@@ -17,8 +17,8 @@ import numpy as np
 
 from all_tf.config import PreprocessConfig
 from all_tf.preprocessing.colour_spaces import to_colour_space
-from all_tf.preprocessing.intensity import check_rgb_uint8, clahe_lab_inplace, scale_to_unit
-from all_tf.preprocessing.reinhard import check_target, reinhard_lab
+from all_tf.preprocessing.intensity import check_rgb_uint8, scale_to_unit
+from all_tf.preprocessing.reinhard import check_target, lab_before_reinhard, reinhard_lab
 from all_tf.preprocessing.resize import resize_and_mask
 
 
@@ -43,15 +43,14 @@ def preprocess_image(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
         ValueError: ``rgb`` is not uint8 (H, W, 3), or the Reinhard target is malformed.
     """
     check_rgb_uint8(rgb, "preprocess_image input")
-    rgb = resize_and_mask(rgb, cfg)
     use_reinhard = cfg.reinhard and cfg.reinhard_target is not None
     if cfg.clahe or use_reinhard:
-        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-        if cfg.clahe:
-            clahe_lab_inplace(lab, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
+        lab = lab_before_reinhard(rgb, cfg)
         if use_reinhard:
             lab = reinhard_lab(lab, cfg.reinhard_target)
         rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    else:
+        rgb = resize_and_mask(rgb, cfg)
     return to_colour_space(scale_to_unit(rgb), cfg.colour_space)
 
 

@@ -40,6 +40,19 @@ def lab_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.ravel(), std.ravel()
 
 
+def lab_before_reinhard(rgb: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``rgb`` as Reinhard sees it in :func:`all_tf.preprocessing.preprocess_image`: resized,
+    label corner filled (``cfg.mask_label_corner``), 8-bit OpenCV LAB, CLAHE on L
+    (``cfg.clahe``); uint8 (S, S, 3)."""
+    from all_tf.preprocessing.intensity import clahe_lab_inplace
+    from all_tf.preprocessing.resize import resize_and_mask
+
+    lab = cv2.cvtColor(resize_and_mask(rgb, cfg), cv2.COLOR_RGB2LAB)
+    if cfg.clahe:
+        clahe_lab_inplace(lab, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
+    return lab
+
+
 def fit_reinhard_target(
     images: Iterable[np.ndarray], cfg: PreprocessConfig | None = None
 ) -> dict[str, list[float]]:
@@ -48,8 +61,8 @@ def fit_reinhard_target(
     Args:
         images: RGB uint8 (H, W, 3) arrays, e.g. the training images.
         cfg: when given, each image first gets the steps that precede Reinhard in
-            :func:`all_tf.preprocessing.preprocess_image` (resize, label mask, CLAHE),
-            so the target describes images at the stage where they are normalised.
+            :func:`all_tf.preprocessing.preprocess_image` (:func:`lab_before_reinhard`), so
+            the target describes images at the stage where they are normalised.
 
     Returns:
         ``{"mean": [L, a, b], "std": [L, a, b]}`` in OpenCV 8-bit LAB units (0-255).
@@ -60,15 +73,7 @@ def fit_reinhard_target(
     means, stds = [], []
     for i, rgb in enumerate(images):
         check_rgb_uint8(rgb, f"image {i}")
-        if cfg is not None:
-            from all_tf.preprocessing.resize import resize_and_mask
-
-            rgb = resize_and_mask(rgb, cfg)
-        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-        if cfg is not None and cfg.clahe:
-            from all_tf.preprocessing.intensity import clahe_lab_inplace
-
-            clahe_lab_inplace(lab, cfg.clahe_clip_limit, cfg.clahe_tile_grid)
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB) if cfg is None else lab_before_reinhard(rgb, cfg)
         m, s = lab_stats(lab)
         means.append(m)
         stds.append(s)

@@ -112,7 +112,8 @@ def check_split(split, root: str) -> None:
 
 
 def fit_reinhard(cfg: Config, records) -> None:
-    """Fit the Reinhard target on a seeded sample of training images (stored in the config)."""
+    """Fit the Reinhard target on a seeded sample of training images (stored in the config);
+    in crop mode on their nucleus crops, which are what gets normalised."""
     import random
 
     from all_tf.io import ImageReadError, read_image
@@ -126,7 +127,13 @@ def fit_reinhard(cfg: Config, records) -> None:
             images.append(read_image(r.path))
         except ImageReadError as e:
             log.warning("%s", e)
-    cfg.preprocess.reinhard_target = fit_reinhard_target(images, cfg.preprocess)
+    pre = cfg.preprocess
+    if pre.input_mode == "crops":
+        from all_tf.data.inputs import input_views, view_preprocess_config
+
+        images = [view for rgb in images for view in input_views(rgb, cfg)]
+        pre = view_preprocess_config(cfg)
+    cfg.preprocess.reinhard_target = fit_reinhard_target(images, pre)
 
 
 def build_for_config(cfg: Config, steps_per_epoch: int):
