@@ -434,6 +434,24 @@ def test_crop_mode_datasets(sample_records, small_cfg):
     assert n == len(idx)
 
 
+def test_uncached_crop_training_mixes_the_crops_of_different_fields(sample_records, small_cfg):
+    from all_tf.data import make_dataset
+
+    cfg = Config.from_dict(small_cfg.to_dict())
+    cfg.preprocess.input_mode = "crops"
+    cfg.preprocess.max_crops = 3
+    by_class = {}
+    for r in sample_records:
+        by_class.setdefault(r.label, []).append(r)
+    records = [r for rs in by_class.values() for r in rs[:3]]  # 12 fields, 4 classes
+    labels = [int(np.argmax(y)) for _, y in make_dataset(
+        records, cfg, training=True, batch_size=1, cache=False, seed=1, deterministic=True,
+        augment=False).unbatch()]
+    runs = 1 + sum(a != b for a, b in zip(labels, labels[1:]))
+    assert len(labels) > len(records)
+    assert runs > len(records)  # with a field's crops kept together: at most one run a field
+
+
 def test_cache_to_file(sample_records, small_cfg, tmp_path):
     from all_tf.data import make_dataset
 

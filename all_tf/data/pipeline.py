@@ -161,7 +161,8 @@ def make_dataset(
             named by a hash of the records and the preprocessing/segmentation settings (so a
             stale cache is never reused for other inputs); False/None never.
         shuffle_buffer: buffer after a cache (default: everything cached, i.e. a full
-            shuffle); without a cache the file list itself is shuffled every epoch.
+            shuffle); without a cache the file list itself is shuffled every epoch, and in
+            crop mode the crops too, over this buffer (default 16 fields' crops).
         seed: shuffle and augmentation seed (default ``cfg.split.seed``).
         deterministic: fixed element order (default ``cfg.train.deterministic``); also runs
             augmentation sequentially so that its random draws are reproducible.
@@ -191,6 +192,11 @@ def make_dataset(
         if training:
             buffer = shuffle_buffer or _cached_count(records, cfg)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    elif training and cfg.preprocess.input_mode == "crops":
+        # the file list is shuffled, but a field's crops arrive together: mix them over
+        # about 16 fields so that a batch is not the crops of two or three fields
+        buffer = shuffle_buffer or 16 * cfg.preprocess.max_crops
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if deterministic:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
