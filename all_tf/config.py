@@ -194,7 +194,7 @@ class SplitConfig:
     val_fraction: float = 0.15  # of the training part
     fold: int = 0  # test fold for kind "kfold" and "contiguous" (0..n_folds-1)
     n_folds: int = 5
-    block_size: int = 36  # images per block for kind == "block" (about one patient)
+    block_size: int = 36  # consecutive file numbers per block, kind == "block" (about one slide)
     # kind "contiguous": training and validation images at most this many file numbers from
     # a test (or, for training, validation) image of the same class are dropped
     embargo: int = 37

@@ -188,8 +188,9 @@ def stratified_group_take(labels: np.ndarray, groups: list[str], indices: list[i
 
     A group counts for its most frequent label. Per class, groups are visited in random order
     and taken while they fit the target ``round(fraction * n_class)``; then the remaining group
-    that brings the count closest to the target is added if it helps, or if the class would
-    otherwise be absent from the taken part while keeping at least one group in the rest.
+    that brings the count closest to the target is added if it helps, or, for a target of at
+    least one image, if the class would otherwise be absent from the taken part while keeping
+    at least one group in the rest (a target that rounds to 0 takes nothing).
     """
     by_group: dict[str, list[int]] = defaultdict(list)
     for k in indices:

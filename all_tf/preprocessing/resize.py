@@ -13,7 +13,8 @@ import numpy as np
 
 
 def resize_to(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 (H, W, C) to (size, size, C): area averaging when shrinking, else bilinear.
+    """Resize uint8 (H, W, C) to (size, size, C): area averaging when both sides shrink, else
+    bilinear.
 
     The aspect ratio is not kept (the datasets are square fields).
     """

@@ -2,7 +2,8 @@
 
 Keras' ``BackupAndRestore`` restores weights, optimizer state and the epoch counter; these
 callbacks restore the rest (history rows, the best validation loss, early-stopping patience)
-from ``history.csv`` so a resumed run behaves like an uninterrupted one.
+from ``history.csv`` so a resumed run behaves like an uninterrupted one, except for its random
+draws: the seed is set again, so shuffling and augmentation restart the first epoch's sequence.
 """
 
 from __future__ import annotations
