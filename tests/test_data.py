@@ -447,7 +447,7 @@ def test_uncached_crop_training_mixes_the_crops_of_different_fields(sample_recor
     labels = [int(np.argmax(y)) for _, y in make_dataset(
         records, cfg, training=True, batch_size=1, cache=False, seed=1, deterministic=True,
         augment=False).unbatch()]
-    runs = 1 + sum(a != b for a, b in zip(labels, labels[1:]))
+    runs = 1 + sum(a != b for a, b in zip(labels[:-1], labels[1:], strict=True))
     assert len(labels) > len(records)
     assert runs > len(records)  # with a field's crops kept together: at most one run a field
 

@@ -141,3 +141,32 @@ def test_release_script_writes_and_checks_float16_parts(tmp_path):
     assert released.weights_format(out) == "float16-parts" and released.weight_parts(out)
     model, cfg = released.load_release(out)
     assert model.output_shape == (None, 4) and cfg.tta
+
+
+def test_release_of_an_unfinished_or_invalid_run_changes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from all_tf.cli.main import main
+    from all_tf.config import Config
+    from all_tf.models import released
+
+    light = released.released_dir("light")
+    run_dir = tmp_path / "run"
+    shutil.copytree(light, run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "model.keras").rename(run_dir / "checkpoints" / "best.keras")
+    (run_dir / "metrics.json").unlink()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["release", str(run_dir), "--name", "x", "-o", str(out)])
+    assert result.exit_code != 0 and "not a finished run (missing metrics.json)" in result.output
+    # --tta on a crop run is refused before the run's config is touched
+    shutil.copy2(light / "metrics.json", run_dir / "metrics.json")
+    Config.load(run_dir / "config.json").override({"tta": False, "preprocess.input_mode": "crops"}
+                                                  ).save(run_dir / "config.json")
+    crops_config = (run_dir / "config.json").read_bytes()
+    result = CliRunner().invoke(main, ["release", str(run_dir), "--name", "x", "-o", str(out),
+                                       "--tta"])
+    assert result.exit_code != 0 and "tta averages views of a whole field" in result.output
+    assert (run_dir / "config.json").read_bytes() == crops_config
+    assert (run_dir / "gate.json").read_bytes() == before["gate.json"] and not out.exists()

@@ -299,4 +299,21 @@ def test_crop_runs_fit_the_reinhard_target_on_crops(sample_all4):
     # crops are mostly purple nucleus: more chroma, and more spread in it, than whole fields
     crop_target = cfg.preprocess.reinhard_target
     assert crop_target["mean"][2] < field["mean"][2] - 4  # b*: bluer
-    assert min(c / f for c, f in zip(crop_target["std"][1:], field["std"][1:])) > 1.5
+    assert min(c / f for c, f in zip(crop_target["std"][1:], field["std"][1:], strict=True)) > 1.5
+
+
+def test_preset_and_dataset_rules(tmp_path):
+    from all_tf.config import Config
+    from all_tf.train import resolve_config
+
+    with pytest.raises(ValueError, match="--data-dir is required"):
+        resolve_config("paper", None, None, {})
+    assert resolve_config(None, None, None, {}).data_dir.endswith("sample_data/all4")  # quick
+    Config.preset("paper").override({"model.weights": "imagenet"}).save(tmp_path / "c.json")
+    with pytest.raises(ValueError, match="--config replaces the preset"):
+        resolve_config("scratch", tmp_path / "c.json", tmp_path, {})
+    with pytest.raises(ValueError, match="--data-dir is required"):  # the config names none
+        resolve_config(None, tmp_path / "c.json", None, {})
+    cfg = resolve_config(None, tmp_path / "c.json", tmp_path, {"weights": "none"})
+    assert cfg.model.weights is None and cfg.data_dir == str(tmp_path)
+    assert resolve_config(None, tmp_path / "c.json", tmp_path, {}).model.weights == "imagenet"

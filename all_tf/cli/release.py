@@ -37,9 +37,11 @@ from all_tf.models.released import SAVED_MODELS, WEIGHT_FORMATS
               default=SAVED_MODELS, show_default=True)
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
               help="Dataset root (default: the data_dir in the run's config).")
-@click.option("--tta/--no-tta", default=False, show_default=True,
-              help="Release with test-time augmentation (mean over the 8 flips and rotations); "
-                   "the temperature is then fitted on those averaged probabilities.")
+@click.option("--tta/--no-tta", default=None,
+              help="Release with (or without) test-time augmentation (mean over the 8 flips and "
+                   "rotations; the temperature is then fitted on those averaged probabilities). "
+                   "Default: the run's setting. A change is saved in the run's config.json and "
+                   "its gate refitted.")
 @click.option("--temperature/--no-temperature", default=True, show_default=True,
               help="Keep the temperature fitted on the run's validation part, or release with "
                    "temperature 1 (when cross-validation shows the scaling does not carry over "
@@ -66,9 +68,19 @@ def main(run_dir, name, output_dir, data_dir, tta, temperature, weights_format, 
         write_weight_parts,
     )
 
-    cfg = Config.load(run_dir / "config.json")
-    if cfg.tta != tta:
-        cfg.tta = tta
+    # everything that can fail is checked before the run or the release folder changes
+    missing = [f for f in ("config.json", "split.json", "metrics.json", "checkpoints/best.keras")
+               if not (run_dir / f).is_file()]
+    if missing:
+        fail(ValueError(f"{run_dir}: not a finished run (missing {', '.join(missing)})"))
+    try:
+        cfg = Config.load(run_dir / "config.json")
+        if tta is not None and cfg.tta != tta:
+            cfg = Config.from_dict({**cfg.to_dict(), "tta": tta})  # validated: not with crops
+        model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras", compile=False)
+    except (ValueError, OSError) as e:
+        fail(e)
+    if tta is not None and Config.load(run_dir / "config.json").tta != tta:
         cfg.save(run_dir / "config.json")
         (run_dir / "gate.json").unlink(missing_ok=True)  # refit for the new setting
     if not (run_dir / "gate.json").is_file():
@@ -78,7 +90,6 @@ def main(run_dir, name, output_dir, data_dir, tta, temperature, weights_format, 
             fail(e)
     out = output_dir / name
     out.mkdir(parents=True, exist_ok=True)
-    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras", compile=False)
     for stale in [out / KERAS_FILE, out / MANIFEST_FILE, *weight_parts(out)]:
         stale.unlink(missing_ok=True)  # a release of the other form in the same folder
     if weights_format == "keras":

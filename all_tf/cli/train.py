@@ -76,13 +76,35 @@ OVERRIDES = {
 
 def resolve_config(preset: str | None, config_file: Path | None, data_dir: Path | None,
                    overrides: dict) -> Config:
-    """Preset (or config file), then the options given on the command line."""
+    """Preset (or config file), then the options given on the command line.
+
+    Raises:
+        ValueError: both a preset and a config file; no dataset for a preset other than quick
+            (only quick trains on the shipped sample) or for a config that names none.
+    """
     if config_file is not None:
+        if preset is not None:
+            raise ValueError(f"--config replaces the preset: drop --preset {preset} (or --quick)")
         cfg = config_from_file(config_file)
     else:
-        cfg = Config.preset(preset or ("quick" if data_dir is None else "paper"))
-    cfg.data_dir = str(data_dir or cfg.data_dir or SAMPLE_ALL4_DIR)
-    return cfg.override({OVERRIDES[key]: value for key, value in overrides.items()})
+        preset = preset or ("quick" if data_dir is None else "paper")
+        cfg = Config.preset(preset)
+    if data_dir is None and not cfg.data_dir:
+        if preset != "quick":
+            raise ValueError("--data-dir is required (only --preset quick trains on the "
+                             "shipped sample)")
+        data_dir = SAMPLE_ALL4_DIR
+    if data_dir is not None:
+        cfg.data_dir = str(data_dir)
+    overrides = dict(overrides)
+    weights = overrides.get("weights")
+    no_weights = isinstance(weights, str) and weights.lower() == "none"
+    if no_weights:
+        overrides["weights"] = None
+    cfg = cfg.override({OVERRIDES[key]: value for key, value in overrides.items()})
+    if no_weights:
+        cfg.model.weights = None
+    return cfg
 
 
 def default_output_dir(cfg: Config) -> Path:
@@ -113,7 +135,9 @@ def _model_choices():
 @click.option("--image-size", type=int, help="Input side in pixels.")
 @click.option("--cbam-placement", type=click.Choice(CBAM_PLACEMENTS))
 @click.option("--dropout", type=float)
-@click.option("--weights", type=str, help="'imagenet' (needs internet) or a weights file; default: none.")
+@click.option("--weights", type=str,
+              help="'imagenet' (needs internet), a weights file, or 'none' (from scratch; the "
+                   "default of every preset).")
 @click.option("--bn-momentum", type=float, help="BatchNormalization momentum (0.9 for from-scratch).")
 @click.option("--colour-space", type=click.Choice(COLOUR_SPACES))
 @click.option("--input-mode", type=click.Choice(INPUT_MODES),
