@@ -35,3 +35,18 @@ def test_python_m_aliases_are_the_commands(alias):
     module = importlib.import_module(f"all_tf.{alias}" if alias != "export"
                                      else "all_tf.export.__main__")
     assert module.main is importlib.import_module(COMMANDS[alias][0]).main
+
+
+def test_duplicates_takes_the_dataset_as_data_dir_like_the_other_commands():
+    from pathlib import Path
+
+    sample = str(Path(__file__).resolve().parents[1] / "all_tf" / "sample_data" / "all4")
+    by_option = CliRunner().invoke(main, ["duplicates", "--data-dir", sample])
+    assert by_option.exit_code == 0, by_option.output
+    assert by_option.output.startswith("48 images searched")
+    by_argument = CliRunner().invoke(main, ["duplicates", sample])
+    assert by_argument.exit_code == 0 and by_argument.output.startswith("48 images searched")
+    both = CliRunner().invoke(main, ["duplicates", "--data-dir", sample, sample])
+    assert both.exit_code == 2 and "give the dataset once" in both.output
+    missing = CliRunner().invoke(main, ["duplicates", "--data-dir", "no/such/dir"])
+    assert missing.exit_code == 2 and "no/such/dir: no such folder" in missing.output

@@ -1,8 +1,8 @@
 """Find exact, near-duplicate and overlapping-field images in a dataset and report the groups.
 
 Examples:
-    all-tf duplicates ../shared/data/all4
-    all-tf duplicates ../shared/data/all4 -o results/duplicates.json --list
+    all-tf duplicates --data-dir ../shared/data/all4
+    all-tf duplicates --data-dir ../shared/data/all4 -o results/duplicates.json --list
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from pathlib import Path
 
 import click
 
+from all_tf.cli.options import data_dir_option
+
 
 @click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@data_dir_option()
+@click.argument("data_dir_arg", metavar="[DATA_DIR]", required=False,
+                type=click.Path(file_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the full report (every pair and group) as JSON.")
 @click.option("--max-hamming", default=22, show_default=True,
@@ -27,10 +31,17 @@ import click
 @click.option("--list", "list_groups", is_flag=True, help="Print every group's file names.")
 @click.option("--hash-table", is_flag=True,
               help="Print, per pHash distance, the pairs a hash threshold alone would take.")
-def main(data_dir, output, max_hamming, neighbour_window, min_similarity, workers, list_groups,
-         hash_table):
-    """Report duplicate images under DATA_DIR (class folders as for training)."""
+def main(data_dir, data_dir_arg, output, max_hamming, neighbour_window, min_similarity, workers,
+         list_groups, hash_table):
+    """Report duplicate images under --data-dir (class folders as for training; the folder may
+    also be given as DATA_DIR)."""
     from all_tf.data import find_duplicates, scan_dataset
+
+    if (data_dir is None) == (data_dir_arg is None):
+        raise click.UsageError("give the dataset once: --data-dir DIR (or DATA_DIR)")
+    data_dir = data_dir or data_dir_arg
+    if not data_dir.is_dir():
+        raise click.BadParameter(f"{data_dir}: no such folder", param_hint="--data-dir")
 
     started = time.perf_counter()
     scan = scan_dataset(data_dir, workers=workers)
