@@ -179,6 +179,9 @@ class TrainConfig:
         check_choices(self)
         if self.loss_warmup_epochs < 0:
             raise ValueError(f"loss_warmup_epochs must be >= 0, got {self.loss_warmup_epochs}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1, got "
+                             f"{self.epochs} and {self.batch_size}")
 
     @property
     def focal_start_epoch(self) -> int:

@@ -145,7 +145,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    # the whole name at the end: formats told by a double suffix (.weights.h5) stay whole
+    tmp = path.with_name(f".{secrets.token_hex(4)}.tmp.{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -170,11 +171,17 @@ def cached_json(path: str | os.PathLike, compute: Callable[[], dict | None]) -> 
     """The JSON object stored at ``path``, or ``compute()`` written there (atomically) first.
 
     A result of None is returned without being stored (nothing to cache), so ``compute`` runs
-    again next time.
+    again next time. A cache file that is not valid JSON is computed again (with a warning).
     """
     path = Path(path)
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError as e:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: unreadable cache (%s); computing it again",
+                                                path, e)
     result = compute()
     if result is not None:
         atomic_write_text(path, json.dumps(result, indent=2))

@@ -208,3 +208,23 @@ def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
     im.save(path, exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(_io.BytesIO(path.read_bytes()))))
     assert np.array_equal(read_image(path), expected)
+
+
+def test_a_corrupt_cache_file_is_computed_again(tmp_path, caplog):
+    from all_tf.io import cached_json
+
+    path = tmp_path / "cache.json"
+    path.write_text('{"cut": ')  # a write cut short
+    assert cached_json(path, lambda: {"value": 1}) == {"value": 1}
+    assert "unreadable cache" in caplog.text and str(path) in caplog.text
+    assert cached_json(path, lambda: {"value": 2}) == {"value": 1}  # stored this time
+
+
+def test_atomic_path_keeps_double_suffixes(tmp_path):
+    from all_tf.io import atomic_path
+
+    with atomic_path(tmp_path / "model.weights.h5") as tmp:
+        assert tmp.name.endswith(".model.weights.h5") and tmp.name.startswith(".")
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "model.weights.h5").read_bytes() == b"x"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.weights.h5"]

@@ -60,3 +60,9 @@ def test_preprocess_settings_that_cannot_work_are_refused_when_the_config_is_mad
         Config().override(updates)
     if "clahe" in next(iter(updates)):  # unused without CLAHE
         Config().override({**updates, "preprocess.clahe": False})
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "train.batch_size"])
+def test_zero_epochs_or_batch_size_is_refused(key):
+    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+        Config().override({key: 0})

@@ -60,6 +60,8 @@ def main(model, data_dir, output_dir):
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     pairs = collect_inputs([str(data_dir)])
+    if not pairs:
+        raise click.ClickException(f"{data_dir}: no images found")
     label_of = {p: label for p, label in pairs}
     overlays = output_dir / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)

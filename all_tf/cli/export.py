@@ -75,7 +75,7 @@ def _read_all(pairs):
               help="Training images for full-int8 calibration: dataset root, folder, glob or file "
                    "(repeatable). Default: the run's split.json training part, else the "
                    "sample shipped with all_tf.")
-@click.option("--calibration-count", type=int, default=100, show_default=True,
+@click.option("--calibration-count", type=click.IntRange(min=1), default=100, show_default=True,
               help="Calibration images (random subset, seed 0).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare every export with Keras on held-out images: the SavedModel's "

@@ -134,7 +134,7 @@ def data_figures(draw: Drawer, data_dir: Path, per_class: int):
 @click.option("--run-dir", "run_dirs", multiple=True,
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Run directory (repeatable).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--data-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Dataset root for the segmentation and colour-space panels "
                    "(default with --quick: the shipped sample).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
