@@ -287,3 +287,32 @@ def test_colour_check_flags_the_errors_it_disagrees_with(tmp_path):
     assert c["coverage"] == 0.5 and c["confident_accuracy"] == 1.0
     assert c["errors_flagged"] == 1.0 and c["disagreements"] == 0.5 and c["missing"] == 1
     assert pooled_out_of_fold([run], n_boot=5)["colour_check"] is None
+
+
+def test_macro_auc_over_the_classes_present_never_nan():
+    from sklearn.metrics import roc_auc_score
+
+    from all_tf.evaluation.crossval import oof_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 0, 1, 1, 2, 2, 0, 1])  # no Pro image
+    p = rng.dirichlet(np.ones(4), size=len(y))
+    auc = oof_metrics(y, p)["macro_auc"]
+    assert auc == pytest.approx(np.mean([roc_auc_score(y == c, p[:, c]) for c in (0, 1, 2)]))
+    y4 = np.array([0, 1, 2, 3, 0, 1, 2, 3])  # every class: sklearn's macro one-vs-rest
+    assert oof_metrics(y4, p)["macro_auc"] == pytest.approx(
+        roc_auc_score(y4, p, multi_class="ovr", average="macro"))
+    assert oof_metrics(np.zeros(8, int), p)["macro_auc"] is None
+
+
+def test_read_predictions_names_the_file_and_the_line(tmp_path):
+    from all_tf.evaluation.crossval import read_predictions
+
+    with pytest.raises(FileNotFoundError, match="no predictions_tta.csv"):
+        read_predictions(tmp_path, "predictions_tta.csv")
+    (tmp_path / "predictions.csv").write_text(
+        "part,path,label,number,p_Benign,p_Early,p_Pre,p_Pro\n"
+        "test,a.jpg,0,1,0.7,0.1,0.1,0.1\n"
+        "test,b.jpg,1,2,0.7,0.1,0.1\n")  # a cut row
+    with pytest.raises(ValueError, match=r"predictions.csv: line 3: not a predictions row"):
+        read_predictions(tmp_path)

@@ -52,16 +52,23 @@ def read_predictions(run_dir: str | Path, name: str = PREDICTIONS_FILE
     from a run's ``predictions.csv`` (or another file of that layout, ``name``)."""
     path = Path(run_dir) / name
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {PREDICTIONS_FILE} (runs trained before "
-                                "per-image predictions were stored must be retrained)")
+        hint = ("runs trained before per-image predictions were stored must be retrained"
+                if name == PREDICTIONS_FILE else "not scored this way")
+        raise FileNotFoundError(f"{run_dir}: no {name} ({hint})")
     parts: dict[str, dict[str, list]] = {}
     with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            part = parts.setdefault(row["part"], {"y": [], "p": [], "number": [], "path": []})
-            part["y"].append(int(row["label"]))
-            part["number"].append(int(row["number"]))
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                part = parts.setdefault(row["part"], {"y": [], "p": [], "number": [], "path": []})
+                y, number = int(row["label"]), int(row["number"])
+                p = [float(row[f"p_{c}"]) for c in CLASS_NAMES]
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}: line {line}: not a predictions row "
+                                 f"({type(e).__name__}: {e})") from None
+            part["y"].append(y)
+            part["number"].append(number)
             part["path"].append(row["path"])
-            part["p"].append([float(row[f"p_{c}"]) for c in CLASS_NAMES])
+            part["p"].append(p)
     return {k: {"y": np.array(v["y"]), "p": np.array(v["p"], dtype=np.float64),
                 "number": np.array(v["number"]), "path": np.array(v["path"])}
             for k, v in parts.items()}
@@ -72,8 +79,8 @@ def oof_metrics(y_true, probs, threshold: float = UNCERTAINTY_THRESHOLD,
     """Metrics of pooled predictions.
 
     Returns:
-        ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``macro_auc`` (one-vs-rest;
-        None if a class is absent), ``recall`` ({class: value}), ``ece`` (15 bins), ``brier``,
+        ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``macro_auc`` (one-vs-rest,
+        averaged over the classes present; None with a single class), ``recall`` ({class: value}), ``ece`` (15 bins), ``brier``,
         ``nll``, ``coverage`` (share with confidence >= threshold), ``confident_accuracy``,
         ``errors_flagged`` (share of wrong predictions with confidence < threshold; None
         without errors). Fractions in [0, 1].
@@ -84,12 +91,13 @@ def oof_metrics(y_true, probs, threshold: float = UNCERTAINTY_THRESHOLD,
     y_pred, _, uncertain = predict_labels(probs, threshold)
     labels = list(range(len(class_names)))
     wrong = y_pred != y_true
-    try:
-        auc = float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
-                                  labels=labels)) if len(class_names) > 2 else \
-            float(roc_auc_score(y_true, probs[:, 1]))
-    except ValueError:
-        auc = None
+    # one-vs-rest AUC of each class with positives and negatives (sklearn's macro "ovr"
+    # when every class is present; it gives NaN, not an error, when one is absent)
+    scored = [c for c in labels if 0 < np.sum(y_true == c) < len(y_true)]
+    if len(class_names) == 2:
+        scored = scored[1:]
+    auc = float(np.mean([roc_auc_score(y_true == c, probs[:, c]) for c in scored])) \
+        if scored else None
     recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     confident = ~uncertain
     return {

@@ -122,17 +122,16 @@ def _suggested_threshold(y: np.ndarray, p: np.ndarray, share: float = 0.9) -> di
 
 
 def _present_classes_only(metrics: dict, y: np.ndarray, p: np.ndarray) -> dict:
-    """Recall, macro F1 and macro AUC over the classes the batch has (a batch of one's own
-    may hold only some): recall None for an absent class, AUC None with a single class."""
-    from sklearn.metrics import f1_score, roc_auc_score
+    """Recall and macro F1 over the classes the batch has (a batch of one's own may hold only
+    some): recall None for an absent class (:func:`oof_metrics` already averages the AUC over
+    the present classes)."""
+    from sklearn.metrics import f1_score
 
     present = [int(c) for c in np.unique(y)]
     metrics["recall"] = {c: (v if k in present else None)
                          for k, (c, v) in enumerate(metrics["recall"].items())}
     metrics["macro_f1"] = float(f1_score(y, p.argmax(axis=1), labels=present, average="macro",
                                          zero_division=0))
-    metrics["macro_auc"] = float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present])) \
-        if len(present) > 1 else None
     metrics["classes_present"] = [CLASS_NAMES[c] for c in present]
     return metrics
 

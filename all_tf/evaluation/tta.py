@@ -16,7 +16,12 @@ TTA_PREDICTIONS_FILE = "predictions_tta.csv"
 def write_tta_predictions(run_dir: str | Path, data_dir: str | None = None,
                           batch_size: int = 64) -> Path:
     """``predictions_tta.csv`` of a finished whole-field run (validation and test parts),
-    cached: an existing file is kept."""
+    cached: an existing file is kept.
+
+    Raises:
+        ValueError: a crop run, or a part none of whose images could be scored (nothing is
+            written).
+    """
     from all_tf.evaluation.predictions import eval_outputs, per_image, write_predictions
     from all_tf.evaluation.runs import load_config, load_model, load_split
 
@@ -37,8 +42,8 @@ def write_tta_predictions(run_dir: str | Path, data_dir: str | None = None,
         try:
             outputs, labels, index = eval_outputs(
                 lambda x: tta_probabilities(model, x, batch_size), records, cfg, 32)
-        except ValueError:
-            continue
+        except ValueError as e:  # no file is written without both parts
+            raise ValueError(f"{run_dir}: {part} part: {e}") from None
         parts[part] = (records, *per_image(labels, index, outputs))
     write_predictions(out, parts)
     return out
