@@ -24,6 +24,7 @@ def _protocol_dir(root: Path, sample_all4: Path, probabilities) -> set[str]:
         run = root / "runs" / f"m_contiguous_f{fold}_s42"
         run.mkdir(parents=True)
         (run / "metrics.json").write_text("{}")
+        (run / "config.json").write_text("{}")
         split.save(run / "split.json", root=sample_all4)
         with (run / "predictions_tta.csv").open("w", newline="") as f:
             writer = csv.writer(f)

@@ -26,10 +26,12 @@ def _orientation_dependent_model():
     return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
 
 
-def _run(path, metrics=True, checkpoint=False):
+def _run(path, metrics=True, checkpoint=False, config=True):
     path.mkdir(parents=True)
     if metrics:
         (path / "metrics.json").write_text("{}")
+    if config:
+        (path / "config.json").write_text("{}")
     if checkpoint:
         (path / "checkpoints").mkdir()
         (path / "checkpoints" / "best.keras").write_text("")
@@ -43,10 +45,15 @@ def test_finished_fold_runs_needs_metrics_and_optionally_a_checkpoint(tmp_path):
     _run(runs / "m_contiguous_f2_s42", metrics=False)  # still training
     _run(runs / "m_block_s42")  # not a contiguous fold
 
+    _run(runs / "m_contiguous_f3_s42", config=False)  # a record cut before its config
     assert finished_fold_runs(tmp_path) == [with_ckpt, done]
     assert finished_fold_runs(tmp_path, with_checkpoint=True) == [with_ckpt]
     with pytest.raises(ValueError, match="no finished contiguous fold runs in runs/"):
         finished_fold_runs(tmp_path / "runs" / "m_block_s42")
+    _run(runs / "m_contiguous_f3_s7")  # another seed: not the same cross-validation
+    with pytest.raises(ValueError, match=r"several models or seeds \(m_contiguous_s42, "
+                                         r"m_contiguous_s7\)"):
+        finished_fold_runs(tmp_path)
 
 
 def test_record_is_pooled_like_a_trained_fold(sample_all4, tmp_path):

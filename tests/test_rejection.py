@@ -31,6 +31,7 @@ def test_stale_cached_folds_are_measured_again(tmp_path, monkeypatch):
     for name in names:
         (tmp_path / "runs" / name / "checkpoints").mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text("{}")
+        (tmp_path / "runs" / name / "config.json").write_text("{}")
         (tmp_path / "runs" / name / "checkpoints" / "best.keras").write_text("")
     cache = tmp_path / "rejection"
     cache.mkdir()
@@ -61,6 +62,7 @@ def test_stale_cached_folds_are_measured_again(tmp_path, monkeypatch):
 def test_a_fold_recorded_from_a_release_needs_the_release(tmp_path, monkeypatch):
     (tmp_path / "runs" / "m_contiguous_f4_s42").mkdir(parents=True)
     (tmp_path / "runs" / "m_contiguous_f4_s42" / "metrics.json").write_text("{}")
+    (tmp_path / "runs" / "m_contiguous_f4_s42" / "config.json").write_text("{}")
     monkeypatch.setattr(rejection, "evaluate_fold", lambda *a, **k: pytest.fail("measured"))
     result = CliRunner().invoke(cli.main, [str(tmp_path)])
     assert result.exit_code == 1

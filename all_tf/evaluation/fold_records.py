@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,8 @@ PARTS = ("val", "test")
 
 def finished_fold_runs(protocol_dir: str | os.PathLike, *,
                        with_checkpoint: bool = False) -> list[Path]:
-    """The finished contiguous fold runs of a protocol folder, sorted by name.
+    """The finished contiguous fold runs of a protocol folder (``metrics.json`` and
+    ``config.json`` present), sorted by name: the folds of one model and seed.
 
     Args:
         protocol_dir: an ``all-tf protocol`` output folder.
@@ -47,15 +49,20 @@ def finished_fold_runs(protocol_dir: str | os.PathLike, *,
             a release have none).
 
     Raises:
-        ValueError: no such run in ``protocol_dir/runs``.
+        ValueError: no such run in ``protocol_dir/runs``, or runs of several models or seeds
+            (their folds are not one cross-validation).
     """
     protocol_dir = Path(protocol_dir)
     runs = sorted(r for r in (protocol_dir / "runs").glob("*_contiguous_f*")
-                  if (r / METRICS_FILE).is_file()
+                  if (r / METRICS_FILE).is_file() and (r / "config.json").is_file()
                   and (not with_checkpoint or (r / "checkpoints" / "best.keras").is_file()))
     if not runs:
         what = " with a checkpoints/best.keras" if with_checkpoint else ""
         raise ValueError(f"{protocol_dir}: no finished contiguous fold runs{what} in runs/")
+    groups = sorted({re.sub(r"_contiguous_f\d+(?=_|$)", "_contiguous", r.name) for r in runs})
+    if len(groups) > 1:
+        raise ValueError(f"{protocol_dir}: runs of several models or seeds ({', '.join(groups)}); "
+                         "pool one of them (a folder per model and seed)")
     return runs
 
 
