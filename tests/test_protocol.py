@@ -172,6 +172,15 @@ def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, 
     command.write_crossval(tmp_path, specs, base, colour_baseline=True)
     again = json.loads((tmp_path / "crossval.json").read_text())
     assert again["colour_baseline"] == doc["colour_baseline"]
+    assert doc["colour_baseline"]["threshold"] == 0.7
+
+    # another uncertainty threshold: the baseline's coverage is measured again at it
+    monkeypatch.undo()
+    strict = base.override({"uncertainty_threshold": 0.99})
+    command.write_crossval(tmp_path, specs, strict, colour_baseline=True)
+    colour = json.loads((tmp_path / "crossval.json").read_text())["colour_baseline"]
+    assert colour["threshold"] == 0.99
+    assert colour["raw"]["coverage"] < doc["colour_baseline"]["raw"]["coverage"]
 
 
 def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_folds(tmp_path):
@@ -213,3 +222,10 @@ def test_protocol_refuses_folds_outside_the_split(folds):
     base = Config.preset("quick").override({"split.kind": "contiguous", "split.n_folds": 3})
     with pytest.raises(ValueError, match="each fold once, from 0 to 2"):
         command.protocol_specs(base, ["mobilenetv3small"], ["contiguous"], [42], folds=folds)
+
+
+def test_fold_records_without_a_checkpoint_skip_the_hybrid_row(fake_train, tmp_path):
+    messages = []
+    rows = run_specs(_specs((1,)), tmp_path, echo=messages.append, hybrid=True)
+    assert [r["run_id"] for r in rows] == ["m_s1"]  # the softmax row, no "+gbt" row
+    assert any(m.startswith("skip m_s1+gbt: no checkpoints/best.keras") for m in messages)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from all_tf import CLASS_NAMES
+from all_tf.config import UNCERTAINTY_THRESHOLD
 from all_tf.inference.colour_check import HIST_BINS, colour_histogram, rgb_histogram
 from all_tf.preprocessing.label_corner import label_box_slices, mask_label_corner
 
@@ -112,7 +113,8 @@ def colour_baselines(split, target: dict | None = None, seed: int = 0,
 
 
 def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
-                        seed: int = 0, block_size: int = 36, n_boot: int = 1000) -> dict:
+                        seed: int = 0, block_size: int = 36, n_boot: int = 1000,
+                        threshold: float = UNCERTAINTY_THRESHOLD) -> dict:
     """Colour models under the contiguous folds of ``split_cfg``, each fitted on a fold's
     training + validation part and scored on its test part, pooled over the test parts:
 
@@ -121,7 +123,8 @@ def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
       each test image lets :func:`~all_tf.evaluation.crossval.pooled_out_of_fold` score a
       network with the check applied.
 
-    ``folds``: the fold indices pooled (default all ``split_cfg.n_folds``).
+    ``folds``: the fold indices pooled (default all ``split_cfg.n_folds``); ``threshold``:
+    the uncertainty threshold of the coverage and errors-flagged columns, as the networks'.
 
     Returns:
         ``{"raw": metrics, "ci": {...}}`` of the forest as in :func:`pooled_out_of_fold` (no
@@ -166,9 +169,9 @@ def colour_baseline_oof(data_dir: str | Path, split_cfg, folds=None,
         nums.append([numbers[r.path] for r in test])
     y, p = np.concatenate(ys), np.concatenate(ps)
     blocks = block_ids(y, np.concatenate(nums), block_size)
-    return {"raw": oof_metrics(y, p), "ci": block_bootstrap_ci(y, p, blocks, n_boot=n_boot,
-                                                               seed=seed),
-            "check": check}
+    return {"raw": oof_metrics(y, p, threshold),
+            "ci": block_bootstrap_ci(y, p, blocks, threshold, n_boot=n_boot, seed=seed),
+            "check": check, "threshold": float(threshold)}
 
 
 def model_shortcut_checks(run_dir, target: dict | None = None, batch_size: int = 32) -> dict:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from all_tf import CLASS_NAMES
-from all_tf.config import Config
+from all_tf.config import UNCERTAINTY_THRESHOLD, Config
 from all_tf.evaluation.metrics import flat_metrics
 from all_tf.evaluation.results_csv import append_row, completed_keys, read_header, read_rows
 from all_tf.experiments.label_check import label_masked_columns, label_masked_metrics
@@ -161,7 +161,11 @@ def run_specs(
                 extra = {**label_masked_columns(label_masked_metrics(run_dir)), **extra}
             append_result(csv_path, _row(spec, metrics, run_dir, "softmax", spec.run_id, extra))
             done.add(spec.run_id)
-        if hybrid and f"{spec.run_id}+gbt" not in done:
+        if hybrid and f"{spec.run_id}+gbt" not in done \
+                and not (run_dir / "checkpoints" / "best.keras").is_file():
+            echo(f"skip {spec.run_id}+gbt: no checkpoints/best.keras (a recorded fold has no "
+                 "network to take features from)")
+        elif hybrid and f"{spec.run_id}+gbt" not in done:
             metrics = hybrid_metrics(run_dir, backend=hybrid_backend, seed=spec.cfg.split.seed)
             append_result(csv_path, _row(spec, metrics, run_dir, "gbt", f"{spec.run_id}+gbt"))
             done.add(f"{spec.run_id}+gbt")
@@ -350,10 +354,13 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
 
         def compute():
             return colour_baseline_oof(base.data_dir, base.split, folds=pooled_folds,
-                                       block_size=cfg.block_size)
+                                       block_size=cfg.block_size,
+                                       threshold=base.uncertainty_threshold)
 
         colour = cached_json(cache, compute)
-        if "check" not in colour:  # cached before the colour check existed
+        # cached before the colour check existed, or at another threshold (0.7 when unsaid)
+        if "check" not in colour or colour.get("threshold", UNCERTAINTY_THRESHOLD) \
+                != base.uncertainty_threshold:
             cache.unlink()
             colour = cached_json(cache, compute)
     check = colour["check"] if colour else None
