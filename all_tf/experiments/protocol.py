@@ -256,7 +256,8 @@ def summary_markdown(summary: list[dict], title: str, by: str = "split",
                       _pm(s.get("label_masked_accuracy_mean"), s.get("label_masked_accuracy_sd"))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Metrics in %, mean ± sample sd over seeds (no sd with one run); macro "
+    lines.append("Metrics in %, mean ± sample sd over the runs (seeds, and folds of a folded "
+                 "split; no sd with one run); macro "
                  "averages over the four classes; coverage = share of test images with "
                  "confidence >= the uncertainty threshold; acc. label hidden = accuracy with "
                  "the burned-in label corner of every test image masked (softmax head).")
@@ -289,7 +290,7 @@ FOLDED = ("contiguous", "kfold")
 
 
 def protocol_specs(base, models, splits, seeds, cbam_placements=None, folds=None):
-    """One ``RunSpec`` per model (x CBAM placement) x split (x fold) x seed, in that order.
+    """One ``RunSpec`` per split x model (x CBAM placement) (x fold) x seed, in that order.
 
     Run ids are ``<model>_<split>_s<seed>``, and ``<model>_contiguous_f<fold>_s<seed>`` for
     each fold of the contiguous split (``folds``, in the order given; default all
