@@ -229,3 +229,17 @@ def test_fold_records_without_a_checkpoint_skip_the_hybrid_row(fake_train, tmp_p
     rows = run_specs(_specs((1,)), tmp_path, echo=messages.append, hybrid=True)
     assert [r["run_id"] for r in rows] == ["m_s1"]  # the softmax row, no "+gbt" row
     assert any(m.startswith("skip m_s1+gbt: no checkpoints/best.keras") for m in messages)
+
+
+def test_a_fold_stopped_by_a_deadline_is_recorded_with_a_warning(tmp_path):
+    spec = _specs((1,))[0]
+    run_dir = tmp_path / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    spec.cfg.save(run_dir / "config.json")
+    (run_dir / "metrics.json").write_text(json.dumps({
+        **compute_metrics(np.array([0, 1, 2, 3]), np.eye(4) * 0.9 + 0.025),
+        "stopped_by_deadline": True}))
+    messages = []
+    rows = run_specs([spec], tmp_path, echo=messages.append)
+    assert [r["run_id"] for r in rows] == ["m_s1"]  # recorded, not trained
+    assert any("m_s1 was stopped by a time limit" in m for m in messages)

@@ -156,6 +156,9 @@ def run_specs(
             else:
                 echo(f"train {spec.run_id} -> {run_dir}")
             metrics = experiment.train_run(spec.cfg, run_dir, verbose=verbose)
+            if metrics.get("stopped_by_deadline"):
+                echo(f"warning: {spec.run_id} was stopped by a time limit before the end of its "
+                     "schedule (fit_packed_folds.py --deadline-minutes): recorded as it is")
             extra = after_run(spec, run_dir) if after_run else {}
             if label_check:
                 extra = {**label_masked_columns(label_masked_metrics(run_dir)), **extra}
