@@ -92,6 +92,8 @@ def test_cbam_bad_arguments():
         CBAM(kernel_size=4)
     with pytest.raises(ValueError, match="reduction"):
         CBAM(reduction=0)
+    with pytest.raises(ValueError, match="min_hidden must be >= 1"):
+        CBAM(min_hidden=0)
     with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
         CBAM()(np.zeros((2, 16), "float32"))
 

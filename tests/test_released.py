@@ -116,6 +116,10 @@ def test_light_release_keeps_the_keras_form(tmp_path):
     shutil.copytree(folder, copy)
     released.write_checksums(copy)  # the default file list gives the shipped SHA256SUMS
     assert (copy / "SHA256SUMS").read_bytes() == (folder / "SHA256SUMS").read_bytes()
+    with (copy / "SHA256SUMS").open("a") as f:
+        f.write("not-a-checksum-line\n")
+    with pytest.raises(released.ReleasedModelError, match=r"SHA256SUMS: line \d+ is not"):
+        released.verify_checksums(copy)
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ class CBAM(layers.Layer):
             raise ValueError(f"CBAM reduction must be >= 1, got {reduction}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"CBAM kernel_size must be a positive odd number, got {kernel_size}")
+        if min_hidden < 1:
+            raise ValueError(f"CBAM min_hidden must be >= 1, got {min_hidden}")
         self.reduction = int(reduction)
         self.kernel_size = int(kernel_size)
         self.min_hidden = int(min_hidden)

@@ -120,10 +120,14 @@ def write_checksums(folder: str | Path, names=None) -> Path:
 def verify_checksums(folder: str | Path) -> None:
     """Raise ReleasedModelError if a file listed in ``SHA256SUMS`` is missing or differs."""
     folder = Path(folder)
-    for line in (folder / CHECKSUM_FILE).read_text().splitlines():
+    for number, line in enumerate((folder / CHECKSUM_FILE).read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        digest, name = line.split(maxsplit=1)
+        try:
+            digest, name = line.split(maxsplit=1)
+        except ValueError:
+            raise ReleasedModelError(f"{folder / CHECKSUM_FILE}: line {number} is not "
+                                     "'<sha256>  <file name>'") from None
         path = folder / name.strip()
         if not path.is_file():
             raise ReleasedModelError(f"{path}: listed in {CHECKSUM_FILE} but missing")

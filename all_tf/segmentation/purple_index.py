@@ -61,7 +61,8 @@ def pi_mask(rgb01: np.ndarray, method: str = "otsu", threshold: float = 0.2) -> 
         threshold: the PI threshold for ``"fixed"`` (paper: 0.1-0.3).
 
     Returns:
-        bool (H, W); PI > threshold. On a flat image (one PI value) nothing is selected.
+        bool (H, W); PI > threshold. On a flat image (one PI value) Otsu selects nothing;
+        ``"fixed"`` selects everything or nothing, as that value is above θ or not.
 
     Two-class Otsu separates background from *everything stained*, so on segwbc its mask
     takes in cytoplasm and red cells (median threshold 0.03 on dataset1, 0.10 on dataset2,
