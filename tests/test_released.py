@@ -122,19 +122,25 @@ def test_light_release_keeps_the_keras_form(tmp_path):
         released.verify_checksums(copy)
 
 
+def _run_from_the_light_release(run_dir):
+    """A finished run folder (checkpoints/best.keras) holding the light release's files."""
+    from all_tf.models import released
+
+    shutil.copytree(released.released_dir("light"), run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "model.keras").rename(run_dir / "checkpoints" / "best.keras")
+    return run_dir
+
+
 @pytest.mark.slow
 def test_release_script_writes_and_checks_float16_parts(tmp_path):
     """all-tf release --weights-format float16-parts on a run made from the light release."""
     from click.testing import CliRunner
 
+    from all_tf.cli.main import main
     from all_tf.models import released
 
-    light = released.released_dir("light")
-    run_dir = tmp_path / "run"
-    shutil.copytree(light, run_dir)
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "model.keras").rename(run_dir / "checkpoints" / "best.keras")
-    from all_tf.cli.main import main
+    run_dir = _run_from_the_light_release(tmp_path / "run")
 
     result = CliRunner().invoke(main, ["release", str(run_dir), "--name", "light_parts", "-o",
                                               str(tmp_path / "out"), "--tta",
@@ -155,10 +161,7 @@ def test_release_of_an_unfinished_or_invalid_run_changes_nothing(tmp_path):
     from all_tf.models import released
 
     light = released.released_dir("light")
-    run_dir = tmp_path / "run"
-    shutil.copytree(light, run_dir)
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "model.keras").rename(run_dir / "checkpoints" / "best.keras")
+    run_dir = _run_from_the_light_release(tmp_path / "run")
     (run_dir / "metrics.json").unlink()
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     out = tmp_path / "out"
