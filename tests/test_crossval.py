@@ -111,6 +111,11 @@ def test_contiguous_split_refuses_bad_settings():
         make_split(records, SplitConfig(kind="contiguous", fold=0, embargo=37))
     with pytest.raises(ValueError, match="embargo"):
         SplitConfig(kind="contiguous", embargo=-1)
+    # two sub-folders numbered from 1: capture order is ambiguous
+    clash = records + [Record("/d/Benign/slideB/WBC-Benign-005.jpg", 0, "")]
+    with pytest.raises(ValueError, match=r"class Benign: .*WBC-Benign-005.jpg and "
+                                         r".*slideB/WBC-Benign-005.jpg share file number 5"):
+        make_split(clash, SplitConfig(kind="contiguous", fold=2, embargo=0))
 
 
 # ---------------------------------------------------------------- calibration

@@ -277,6 +277,15 @@ def _contiguous_parts(records: list[Record], groups: list[str], cfg: SplitConfig
         if len(idx) < cfg.n_folds:
             raise ValueError(f"class {CLASS_NAMES[label]} has {len(idx)} images, fewer than "
                              f"{cfg.n_folds} contiguous folds")
+        # folds and the embargo follow file numbers: one number on two files (e.g. two
+        # sub-folders numbered from 1) would interleave different acquisitions
+        clash = next(((a, b) for a, b in zip(idx[:-1], idx[1:], strict=True)
+                      if nums[a] == nums[b]), None)
+        if clash is not None:
+            a, b = (records[k].path for k in clash)
+            raise ValueError(f"class {CLASS_NAMES[label]}: {a} and {b} share file number "
+                             f"{nums[clash[0]]}; contiguous folds need one capture-order "
+                             "number per image (rename the files, or use another split)")
         for rank, k in enumerate(idx):
             position_fold[k] = min(cfg.n_folds - 1, rank * cfg.n_folds // len(idx))
     # A duplicate group belongs to the fold of its first member (by class, number, path), so
