@@ -182,6 +182,23 @@ def test_crossval_tables_pool_the_folds_and_cache_the_colour_baseline(tmp_path, 
     assert colour["threshold"] == 0.99
     assert colour["raw"]["coverage"] < doc["colour_baseline"]["raw"]["coverage"]
 
+    # another seed pooled by a later command joins the table instead of replacing it
+    import shutil
+
+    seed7 = []
+    for spec in specs:
+        run_id = spec.run_id.replace("_s42", "_s7")
+        shutil.copytree(tmp_path / "runs" / spec.run_id, tmp_path / "runs" / run_id)
+        seed7.append(RunSpec(run_id, spec.cfg.override({"split.seed": 7})))
+    command.write_crossval(tmp_path, seed7, strict, colour_baseline=False)
+    recipes = json.loads((tmp_path / "crossval.json").read_text())["recipes"]
+    assert set(recipes) == {"mobilenetv3small s42", "mobilenetv3small s7"}
+    assert recipes["mobilenetv3small s7"]["raw"] == recipes["mobilenetv3small s42"]["raw"]
+    assert "mobilenetv3small s42" in (tmp_path / "crossval.md").read_text()
+    command.write_crossval(tmp_path, seed7, base, colour_baseline=False)  # threshold 0.7 again
+    assert set(json.loads((tmp_path / "crossval.json").read_text())["recipes"]) == {
+        "mobilenetv3small s7"}
+
 
 def test_crossval_of_a_fold_subset_says_so_and_scores_the_baseline_on_the_same_folds(tmp_path):
     """`all-tf protocol --folds 1`: only fold 1's predictions pooled into crossval_f1.md, the

@@ -176,6 +176,22 @@ def run_specs(
     return read_rows(csv_path)
 
 
+def _earlier_recipes(json_path: Path, current: dict, folds: list[int], threshold: float
+                     ) -> dict:
+    """The recipes of an earlier ``crossval*.json`` that ``current`` does not pool again, when
+    it pooled the same folds at the same threshold (0.7 in a file that does not say)."""
+    import json
+
+    try:
+        earlier = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    except ValueError:
+        return {}
+    if earlier.get("folds") != folds or earlier.get("threshold", UNCERTAINTY_THRESHOLD) \
+            != threshold:
+        return {}
+    return {k: v for k, v in earlier.get("recipes", {}).items() if k not in current}
+
+
 def hybrid_metrics(run_dir: str | Path, backend: str = "auto", seed: int = 0) -> dict:
     """Boosted-trees metrics of a finished run, cached in ``hybrid_metrics.json``."""
     from all_tf.evaluation.hybrid import evaluate_hybrid
@@ -335,6 +351,10 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
                    folds=None) -> Path:
     """Pool each (model, seed)'s contiguous folds into crossval.json / crossval.md.
 
+    Recipes pooled by an earlier command into the same file (other models or seeds, the same
+    folds and threshold) stay in the tables, so running the protocol one model or seed at a
+    time builds one table.
+
     ``folds``: the folds pooled (default all). A subset writes ``crossval_f<folds>.json`` /
     ``.md`` instead (so a full cross-validation's tables are never replaced by part of one),
     scores the colour baseline on the same folds (cached as ``colour_baseline_oof_f<folds>.json``)
@@ -384,8 +404,11 @@ def write_crossval(output_dir: Path, specs, base, colour_baseline: bool, tta: bo
             results[f"{name} + TTA"] = pooled_out_of_fold(
                 dirs, threshold=base.uncertainty_threshold, block_size=base.split.block_size,
                 predictions=TTA_PREDICTIONS_FILE, colour_check=check)
-    write_json(output_dir / f"crossval{suffix}.json",
-               {"recipes": results, "colour_baseline": colour, "folds": pooled_folds})
+    json_path = output_dir / f"crossval{suffix}.json"
+    results = {**_earlier_recipes(json_path, results, pooled_folds, base.uncertainty_threshold),
+               **results}
+    write_json(json_path, {"recipes": results, "colour_baseline": colour, "folds": pooled_folds,
+                           "threshold": base.uncertainty_threshold})
     pooled = (f"Only fold{'s' if len(pooled_folds) > 1 else ''} "
               f"{', '.join(map(str, pooled_folds))} of the {cfg.n_folds} pooled here: not a "
               "full cross-validation. " if subset else "")
