@@ -317,3 +317,23 @@ def test_preset_and_dataset_rules(tmp_path):
     cfg = resolve_config(None, tmp_path / "c.json", tmp_path, {"weights": "none"})
     assert cfg.model.weights is None and cfg.data_dir == str(tmp_path)
     assert resolve_config(None, tmp_path / "c.json", tmp_path, {}).model.weights == "imagenet"
+
+
+def test_resumed_best_value_is_the_saved_checkpoints(tmp_path):
+    """A kill between an epoch's history row and its best.keras: the resumed run compares
+    with the value of the checkpoint it has, not with the unsaved epoch's."""
+    from all_tf.training.callbacks import RunCheckpoints
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,val_loss\n0,1.0\n1,0.5\n")  # epoch 1 improved, then the kill
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "best.keras").write_bytes(b"epoch 0")
+    (checkpoints / "best.json").write_text(json.dumps(
+        {"epoch": 0, "monitor": "val_loss", "value": 1.0}))
+    callback = RunCheckpoints(checkpoints, history)
+    callback.on_resume(2)
+    assert callback.best == 1.0  # so epoch 2's 0.7 would be saved
+    (checkpoints / "best.json").unlink()  # a run without the record: the history's best
+    callback.on_resume(2)
+    assert callback.best == 0.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -112,7 +113,9 @@ class RunCheckpoints(_ResumeAware):
     """Saves ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
 
     Files are written to a temporary name and renamed, so a kill never leaves half a file.
-    The best value so far is read back from the history CSV when a run resumes.
+    ``best.json`` beside them records the epoch and value of ``best.keras``, written after it;
+    a resumed run reads the best value from it (the history CSV may hold the row of an epoch
+    killed before its checkpoint was saved), or from the history CSV in a run without it.
     """
 
     def __init__(self, directory: str | Path, history_path: str | Path, monitor="val_loss"):
@@ -124,6 +127,12 @@ class RunCheckpoints(_ResumeAware):
 
     def on_resume(self, start: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        saved = self.directory / "best.json"
+        if saved.is_file() and (self.directory / "best.keras").is_file():
+            doc = json.loads(saved.read_text())
+            if doc.get("monitor") == self.monitor and doc["epoch"] < start:
+                self.best = float(doc["value"])
+                return
         past = [r[self.monitor] for r in read_history(self.history_path)
                 if r["epoch"] < start and self.monitor in r]
         self.best = min(past, default=math.inf)
@@ -135,6 +144,8 @@ class RunCheckpoints(_ResumeAware):
         if value is not None and float(value) < self.best:
             self.best = float(value)
             self._save(self.directory / "best.keras")
+            atomic_write_text(self.directory / "best.json", json.dumps(
+                {"epoch": int(epoch), "monitor": self.monitor, "value": self.best}))
 
     def _save(self, path: Path):
         with atomic_path(path) as tmp:
