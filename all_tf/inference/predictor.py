@@ -96,7 +96,8 @@ class Backend:
 
 def _threshold(cfg: Config, meta: dict, config) -> float:
     """The uncertainty threshold: a ``--config`` file's when it sets one, else the export's."""
-    if config is not None and cfg.uncertainty_threshold is not None \
+    # cfg always holds a threshold (the default when the file is silent): ask the file
+    if config is not None \
             and json.loads(Path(config).read_text()).get("uncertainty_threshold") is not None:
         return float(cfg.uncertainty_threshold)
     return float(meta["uncertainty_threshold"])
