@@ -358,3 +358,14 @@ def test_only_colour_check_adds_it_to_a_release_and_changes_nothing_else(gated_r
     assert all((folder / n).read_bytes() == b for n, b in before.items())
     verify_checksums(folder)  # rewritten for the new gate.json
     assert Gate.load(folder).colour is not None
+
+
+def test_only_colour_check_refuses_flags_it_would_ignore(tmp_path):
+    from click.testing import CliRunner
+
+    from all_tf.cli.calibrate import main
+
+    for extra in (["--quantile", "0.9"], ["--no-colour-check"]):
+        result = CliRunner().invoke(main, [str(tmp_path), "--only-colour-check", *extra])
+        assert result.exit_code == 2, result.output
+        assert "--only-colour-check keeps the stored gate" in result.output

@@ -29,8 +29,17 @@ from all_tf.inference.analysis import OOD_QUANTILE as GATE_QUANTILE
 @click.option("--only-colour-check", is_flag=True,
               help="Add the colour check to RUN_DIR's existing gate (a run or a saved_models/ "
                    "release) and change nothing else.")
-def main(run_dir, data_dir, quantile, colour_check, only_colour_check):
+@click.pass_context
+def main(ctx, run_dir, data_dir, quantile, colour_check, only_colour_check):
     """Fit the temperature and input gate of RUN_DIR (a finished run) and store them there."""
+    if only_colour_check:
+        flags = {"quantile": "--quantile", "colour_check": "--colour-check/--no-colour-check"}
+        given = [flag for name, flag in flags.items()
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(
+                f"--only-colour-check keeps the stored gate; {' and '.join(given)} would "
+                "change it (leave out --only-colour-check to refit the whole gate)")
     from all_tf.evaluation.runs import RunDirError
     from all_tf.experiments.calibration import add_colour_check, calibrate_run
 
