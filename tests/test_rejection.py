@@ -94,3 +94,32 @@ def test_evaluate_fold_applies_the_gate_as_predict_does(gated_run, monkeypatch):
         if name != "all4 held-out":
             assert set(row["auroc"]) == {"mahalanobis", "knn", "msp"}
             assert all(0.0 <= v <= 1.0 for v in row["auroc"].values())
+
+
+def test_cached_folds_are_measured_again_when_the_segwbc_row_is_asked_or_dropped(
+        tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "m_contiguous_f0"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("metrics.json", "config.json"):
+        (run / name).write_text("{}")
+    (run / "checkpoints" / "best.keras").write_text("")
+    (tmp_path / "rejection").mkdir()
+    (tmp_path / "rejection" / "m_contiguous_f0.json").write_text(
+        json.dumps(_fold({name: [0.0, 1.0] for name in STATISTICS})))
+    segwbc = tmp_path / "segwbc"
+    segwbc.mkdir()
+    asked = []
+
+    def evaluate_fold(run, data_dir, segwbc, model=None):
+        asked.append(segwbc)
+        fold = _fold({name: [0.0, 1.0] for name in STATISTICS})
+        if segwbc is not None:
+            fold["sets"]["segwbc"] = fold["sets"]["synthetic:colour_shuffled"]
+        return fold
+
+    monkeypatch.setattr(rejection, "evaluate_fold", evaluate_fold)
+    for args in ([], ["--segwbc-dir", str(segwbc)], ["--segwbc-dir", str(segwbc)], []):
+        result = CliRunner().invoke(cli.main, [str(tmp_path), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert asked == [segwbc, None]  # cached without, then with, then reused, then without
+    assert "| segwbc |" not in (tmp_path / "rejection.md").read_text()

@@ -242,10 +242,14 @@ def pooled_markdown(folds: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _is_current(cached: dict) -> bool:
+def _is_current(cached: dict, segwbc: Path | None) -> bool:
+    """Whether a cached fold result has this format, every gate statistic and the segwbc row
+    exactly when one is asked for."""
     from all_tf.inference.gate import STATISTICS
 
-    return cached.get("format") == FORMAT and set(STATISTICS) <= set(cached.get("bounds", {}))
+    return (cached.get("format") == FORMAT
+            and set(STATISTICS) <= set(cached.get("bounds", {}))
+            and ("segwbc" in cached.get("sets", {})) == (segwbc is not None))
 
 
 def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
@@ -255,8 +259,8 @@ def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
     pooled Markdown (also written to ``output``, default ``<protocol_dir>/rejection.md``).
 
     Fold results are cached in ``<protocol_dir>/rejection/<run id>.json`` as each finishes;
-    a cached result of another :data:`FORMAT` or without one of the gate's statistics is
-    measured again. A fold recorded from a release (no checkpoint in its run folder) takes its
+    a cached result of another :data:`FORMAT`, without one of the gate's statistics, or with
+    a segwbc row when none is asked for (or the other way round) is measured again. A fold recorded from a release (no checkpoint in its run folder) takes its
     model from ``releases[<run id>]``; without one it is left out, with a message.
 
     Raises:
@@ -278,7 +282,7 @@ def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
         path = cache / f"{run.name}.json"
         if path.exists():
             cached = json.loads(path.read_text())
-            if _is_current(cached):
+            if _is_current(cached, segwbc):
                 folds.append(cached)
                 continue
         model = None
