@@ -11,7 +11,7 @@ with block-bootstrap CIs:
   the ensemble): the arithmetic and the normalised geometric mean of the two.
 
 An image tested by two folds counts once, as in ``all-tf protocol``; only images every folder
-tested are scored. Prints a Markdown table.
+tested are scored. Prints which folds each folder holds, then a Markdown table.
 
 These are measurements, not released paths: the released models are single networks, and use
 the colour check only to abstain (``uncertain``), never to change a class.
@@ -61,6 +61,7 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
         oof_metrics,
         read_predictions,
     )
+    from all_tf.evaluation.fold_records import fold_coverage
     from all_tf.evaluation.predictions import PREDICTIONS_FILE
     from all_tf.evaluation.runs import RunDirError, load_split
     from all_tf.evaluation.tta import TTA_PREDICTIONS_FILE
@@ -71,9 +72,12 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
         raise click.UsageError("--colour needs --data-dir (the images' colour histograms)")
     name = TTA_PREDICTIONS_FILE if tta else PREDICTIONS_FILE
     label, number, probs = {}, {}, []  # image key -> label / file number; per folder: key -> p
+    coverage = []
     for protocol_dir in protocol_dirs:
         p = {}
-        for run in _fold_runs(protocol_dir):
+        runs = _fold_runs(protocol_dir)
+        coverage.append(f"{protocol_dir}: {fold_coverage(runs)}")
+        for run in runs:
             test = read_predictions(run, name)["test"]
             for path, y, n, row in zip(test["path"], test["y"], test["number"], test["p"],
                                        strict=True):
@@ -122,6 +126,7 @@ def main(protocol_dirs, data_dir, tta, colour, n_boot):
         rows[f"{what} and colour check, mean"] = (network + c) / 2
         rows[f"{what} and colour check, geometric mean"] = \
             geometric / geometric.sum(axis=1, keepdims=True)
+    click.echo(f"Pooled: {'; '.join(coverage)}.\n")
     click.echo("| probabilities | images | balanced acc. [95 % CI] | macro F1 | ECE | errors "
                "flagged (< 0.7) | recall Benign / Early / Pre / Pro |\n"
                "| --- | --- | --- | --- | --- | --- | --- |")

@@ -83,3 +83,17 @@ def test_folders_without_a_common_test_image_are_a_clear_error(sample_all4, tmp_
     result = CliRunner().invoke(script_command("combine_oof"),
                                 [str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 1 and "no test image that every folder tested" in result.output
+
+
+def test_the_table_says_which_folds_it_pools(sample_all4, tmp_path):
+    import shutil
+
+    _protocol_dir(tmp_path / "a", sample_all4, lambda label: [0.7, 0.1, 0.1, 0.1])
+    command = script_command("combine_oof")
+    result = CliRunner().invoke(command, [str(tmp_path / "a"), "--n-boot", "10"])
+    assert f"Pooled: {tmp_path / 'a'}: all 3 folds." in result.output
+    shutil.rmtree(tmp_path / "a" / "runs" / "m_contiguous_f1_s42")
+    result = CliRunner().invoke(command, [str(tmp_path / "a"), "--n-boot", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"Pooled: {tmp_path / 'a'}: folds 0, 2 of 3 (not a full cross-validation)." \
+        in result.output

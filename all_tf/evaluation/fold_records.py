@@ -66,6 +66,26 @@ def finished_fold_runs(protocol_dir: str | os.PathLike, *,
     return runs
 
 
+def fold_coverage(runs: list[Path]) -> str:
+    """Which folds ``runs`` (from :func:`finished_fold_runs`) hold, from their ``split.json``:
+    ``"folds 0, 3, 4 of 5 (not a full cross-validation)"``, ``"all 5 folds"``, or
+    ``"folds unknown"`` where a run has no readable split parameters."""
+    folds, totals = set(), set()
+    for run in runs:
+        try:
+            params = json.loads((run / "split.json").read_text())["params"]
+            folds.add(int(params["fold"]))
+            totals.add(int(params["n_folds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return "folds unknown"
+    if len(totals) != 1:
+        return f"folds {', '.join(map(str, sorted(folds)))} of splits with different fold counts"
+    n = totals.pop()
+    if folds == set(range(n)):
+        return f"all {n} folds"
+    return f"folds {', '.join(map(str, sorted(folds)))} of {n} (not a full cross-validation)"
+
+
 def score_parts(model_for_part: Callable, split, cfg, batch_size: int) -> tuple[dict, dict]:
     """Single-view and 8-view test-time-augmented probabilities on the validation and test parts.
 
