@@ -482,3 +482,27 @@ def test_crop_mode_with_the_label_corner_hidden_sees_the_training_crops(run, tmp
     image = sorted((SAMPLE_ALL4 / "Benign").glob("*.jpg"))[0]
     list(iter_predictions(backend, [str(image)], progress=False))
     np.testing.assert_array_equal(seen[0], inputs_for_image(read_image(image), cfg))
+
+
+def test_overlay_names_of_shared_stems_do_not_depend_on_what_a_resumed_run_still_does(
+        run, tmp_path):
+    import shutil
+
+    from all_tf.inference.predictor import iter_predictions, overlay_file_names
+    from all_tf.predict import load_backend
+
+    source = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[0]
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        files.append(str(shutil.copy(source, tmp_path / folder / "x.jpg")))
+    names = overlay_file_names(files)
+    assert len(set(names.values())) == 2 and all(n.startswith("x_") for n in names.values())
+    assert overlay_file_names([files[1]]) == {files[1]: "x"}  # a unique stem keeps its name
+    backend = load_backend(backends(run)["keras_file"])
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    # the second file alone, as a resumed run that had done the first one would see it
+    list(iter_predictions(backend, files[1:], overlays, progress=False, overlay_names=names))
+    list(iter_predictions(backend, files[:1], overlays, progress=False, overlay_names=names))
+    assert sorted(p.stem for p in overlays.iterdir()) == sorted(names.values())

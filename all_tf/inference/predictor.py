@@ -249,6 +249,24 @@ def _model_inputs(rgb: np.ndarray, cfg: Config, mask: np.ndarray) -> np.ndarray:
     return x
 
 
+def overlay_file_names(files) -> dict[str, str]:
+    """The overlay PNG name (without ``.png``) of each file: its stem, or where two inputs share
+    a stem, the stem and 8 hex digits of the path's SHA-1, so a name never depends on which
+    files a resumed run still had to do.
+
+    Example:
+        >>> overlay_file_names(["a/x.png", "b/y.png"])
+        {'a/x.png': 'x', 'b/y.png': 'y'}
+    """
+    import hashlib
+    from collections import Counter
+
+    files = list(files)
+    stems = Counter(Path(f).stem for f in files)
+    return {f: Path(f).stem if stems[Path(f).stem] == 1 else
+            f"{Path(f).stem}_{hashlib.sha1(str(f).encode()).hexdigest()[:8]}" for f in files}
+
+
 def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
                   batch_size: int = 16, progress: bool = True,
                   threshold: float | None = None) -> list[dict]:
@@ -258,11 +276,13 @@ def predict_files(backend: Backend, items, overlay_dir: str | os.PathLike | None
 
 def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | None = None,
                      batch_size: int = 16, progress: bool = True,
-                     threshold: float | None = None) -> Iterator[dict]:
+                     threshold: float | None = None,
+                     overlay_names: dict[str, str] | None = None) -> Iterator[dict]:
     """Like :func:`predict_files`, yielding rows in input order as each batch is done.
 
     A file that cannot be read or processed becomes a row with status ``error`` and the reason;
-    the others go on.
+    the others go on. ``overlay_names``: file -> overlay name (default
+    :func:`overlay_file_names` of these files; a resumed run passes those of all its inputs).
     """
     from tqdm import tqdm
 
@@ -277,7 +297,8 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
     rows: list[dict] = []  # done or pending, not yet yielded
     pending: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict | None, int | None]] = []
     gate = backend.gate
-    overlay_names: set[str] = set()
+    if overlay_dir is not None and overlay_names is None:
+        overlay_names = overlay_file_names(files)
 
     def flush():
         if not pending:
@@ -324,10 +345,7 @@ def iter_predictions(backend: Backend, items, overlay_dir: str | os.PathLike | N
                 label = status.replace("rejected:", "rejected: ") if status.startswith(
                     "rejected") else f"{CLASS_NAMES[k]} {p[k]:.2f}" + (
                     " (uncertain)" if status == "uncertain" else "")
-                name = Path(row["file"]).stem
-                while name in overlay_names:
-                    name += "_"
-                overlay_names.add(name)
+                name = overlay_names[row["file"]]
                 try:  # the prediction stands; only the picture is missing
                     ok, png = cv2.imencode(".png", cv2.cvtColor(
                         draw_overlay(rgb, boxes, label), cv2.COLOR_RGB2BGR))
@@ -455,7 +473,8 @@ def predict_to_file(backend: Backend, inputs, output: str | os.PathLike, *,
     try:
         with partial.start(kept):
             for row in iter_predictions(backend, [p for p in order if p not in done], overlays,
-                                        batch_size, progress, threshold):
+                                        batch_size, progress, threshold,
+                                        overlay_names=overlay_file_names(order)):
                 partial.write(row)
                 rows.append(row)
     except BaseException:
