@@ -337,3 +337,40 @@ def test_resumed_best_value_is_the_saved_checkpoints(tmp_path):
     (checkpoints / "best.json").unlink()  # a run without the record: the history's best
     callback.on_resume(2)
     assert callback.best == 0.5
+
+
+def test_checkpoints_and_early_stopping_start_again_where_the_loss_changes(tmp_path):
+    """Cross-entropy values (epochs 0-1) are not compared with focal ones (from epoch 2)."""
+    import keras
+
+    from all_tf.training.callbacks import ResumableEarlyStopping, RunCheckpoints
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    history = tmp_path / "history.csv"
+    checkpoints = tmp_path / "checkpoints"
+    saves = RunCheckpoints(checkpoints, history, restart_at=2)
+    stops = ResumableEarlyStopping(history, restart_at=2, monitor="val_loss", patience=2)
+    values = [0.2, 0.1, 0.5, 0.4, 0.45, 0.47]  # focal from epoch 2: larger here on purpose
+    best_epochs = []
+    for callback in (saves, stops):
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        model.stop_training = False
+        for callback in (saves, stops):
+            callback.on_epoch_begin(epoch)
+            callback.on_epoch_end(epoch, {"val_loss": value})
+        best_epochs.append(json.loads((checkpoints / "best.json").read_text())["epoch"])
+        if model.stop_training:
+            break
+    assert best_epochs == [0, 1, 2, 3, 3, 3]
+    assert epoch == 5  # patience 2 counted from epoch 3's 0.4, not from the CE epochs' 0.1
+    history.write_text("epoch,val_loss\n" + "".join(f"{k},{v}\n" for k, v in enumerate(values)))
+    (checkpoints / "best.json").write_text(json.dumps(
+        {"epoch": 1, "monitor": "val_loss", "value": 0.1}))  # a record of the CE phase
+    saves.on_resume(4)
+    assert saves.best == 0.4  # from the history's focal epochs
+    resumed = ResumableEarlyStopping(history, restart_at=2, monitor="val_loss", patience=2)
+    resumed.on_train_begin()
+    resumed.on_epoch_begin(5)
+    assert (resumed.best, resumed.wait) == (0.4, 1)

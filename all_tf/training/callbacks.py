@@ -109,6 +109,12 @@ def _current_lr(model) -> float:
         return math.nan
 
 
+def _phase_start(epoch: int, restart_at: int | None) -> int:
+    """The first epoch whose ``monitor`` values compare with ``epoch``'s: ``restart_at`` from
+    then on (the loss changed there), else 0."""
+    return restart_at if restart_at is not None and epoch >= restart_at else 0
+
+
 class RunCheckpoints(_ResumeAware):
     """Saves ``last.keras`` every epoch and ``best.keras`` when ``monitor`` improves.
 
@@ -116,26 +122,38 @@ class RunCheckpoints(_ResumeAware):
     ``best.json`` beside them records the epoch and value of ``best.keras``, written after it;
     a resumed run reads the best value from it (the history CSV may hold the row of an epoch
     killed before its checkpoint was saved), or from the history CSV in a run without it.
+
+    ``restart_at``: the epoch at which the loss changes (the cross-entropy to focal switch);
+    from it on, epochs are compared only with each other, so ``best.keras`` is the best epoch
+    of the last loss.
     """
 
-    def __init__(self, directory: str | Path, history_path: str | Path, monitor="val_loss"):
+    def __init__(self, directory: str | Path, history_path: str | Path, monitor="val_loss",
+                 restart_at: int | None = None):
         super().__init__()
         self.directory = Path(directory)
         self.history_path = Path(history_path)
         self.monitor = monitor
+        self.restart_at = restart_at
         self.best = math.inf
 
     def on_resume(self, start: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        first = _phase_start(start, self.restart_at)
         saved = self.directory / "best.json"
         if saved.is_file() and (self.directory / "best.keras").is_file():
             doc = json.loads(saved.read_text())
-            if doc.get("monitor") == self.monitor and doc["epoch"] < start:
+            if doc.get("monitor") == self.monitor and first <= doc["epoch"] < start:
                 self.best = float(doc["value"])
                 return
         past = [r[self.monitor] for r in read_history(self.history_path)
-                if r["epoch"] < start and self.monitor in r]
+                if first <= r["epoch"] < start and self.monitor in r]
         self.best = min(past, default=math.inf)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if epoch == self.restart_at:
+            self.best = math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -153,22 +171,30 @@ class RunCheckpoints(_ResumeAware):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose best value and patience counter survive a resume."""
+    """EarlyStopping whose best value and patience counter survive a resume.
 
-    def __init__(self, history_path: str | Path, **kwargs):
+    ``restart_at``: the epoch at which the loss changes; there the best value and the
+    patience counter start again, as for a new loss.
+    """
+
+    def __init__(self, history_path: str | Path, restart_at: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.history_path = Path(history_path)
+        self.restart_at = restart_at
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.restart_at:
+            self.best, self.wait, self.best_weights, self.best_epoch = None, 0, None, epoch
         if self._started:
             return
         self._started = True  # the first epoch of this fit: 0, or where BackupAndRestore resumed
+        first = _phase_start(epoch, self.restart_at)
         past = [r[self.monitor] for r in read_history(self.history_path)
-                if r["epoch"] < epoch and self.monitor in r]
+                if first <= r["epoch"] < epoch and self.monitor in r]
         if past:
             best_index = min(range(len(past)), key=past.__getitem__)
             self.best = past[best_index]

@@ -17,7 +17,9 @@ Example:
 
 Note the scale change at the switch: with alpha = 0.25 and gamma = 2 the focal loss of a
 sample is at most a quarter of its cross-entropy and much less for well-classified ones, so
-the reported loss drops at epoch N (compare epochs before and after the switch separately).
+the reported loss drops at epoch N. The best checkpoint and early stopping of
+:func:`all_tf.training.run.fit_run` therefore start again at the switch
+(``restart_at`` of :mod:`all_tf.training.callbacks`).
 """
 
 from __future__ import annotations

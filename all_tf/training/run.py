@@ -259,12 +259,15 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     from all_tf.training.losses import LossScheduleCallback
 
     history_path = out / "history.csv"
+    # the monitored loss changes meaning where focal loss replaces cross-entropy
+    switch = cfg.train.focal_start_epoch
+    restart_at = switch if 0 < switch < cfg.train.epochs else None
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),  # must stay first
         LossScheduleCallback(loss),  # before HistoryCSV: it logs focal_weight
         HistoryCSV(history_path),
-        RunCheckpoints(out / "checkpoints", history_path),
-        ResumableEarlyStopping(history_path, monitor="val_loss",
+        RunCheckpoints(out / "checkpoints", history_path, restart_at=restart_at),
+        ResumableEarlyStopping(history_path, restart_at=restart_at, monitor="val_loss",
                                patience=cfg.train.early_stopping_patience,
                                restore_best_weights=False, verbose=1),
     ]
