@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 
 import all_tf  # noqa: F401  (before TensorFlow: quiets its cuInit error without a GPU)
+from all_tf.cli.options import timing_threads_option
 
 TARGET_AGREEMENT = 0.995
 
@@ -81,13 +82,12 @@ def _litert_run(inputs: dict, threads: tuple[int, ...], timing_images: int):
                    "config data_dir, from the repository root).")
 @click.option("--output-dir", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("edge_benchmark"), show_default=True, help="Output folder.")
-@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
-              help="Thread counts to time (repeatable).")
+@timing_threads_option()
 @click.option("--timing-images", type=int, default=0, show_default=True,
               help="Images per timing loop (0 = every test image).")
 @click.option("--max-images", type=int, default=0, show_default=True,
               help="Use only the first N test images (0 = all), for a quick check.")
-def main(model_name, data_dir, out_dir, threads, timing_images, max_images):
+def main(model_name, data_dir, out_dir, timing_threads, timing_images, max_images):
     """Build the edge file of a released model and measure agreement, size and latency."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -137,7 +137,7 @@ def main(model_name, data_dir, out_dir, threads, timing_images, max_images):
     (plain,) = export_tflite(model, cfg, out_dir, variants=["float32"], model_name=model_name)
     inputs[plain] = x
     load_before = os.getloadavg()[0]
-    all_probs, all_lat = _litert_run(inputs, tuple(threads), timing_images)
+    all_probs, all_lat = _litert_run(inputs, tuple(timing_threads), timing_images)
     load_after = os.getloadavg()[0]
     rows = []
     for tta, path, convert_s in [*built, (False, plain, None)]:
@@ -196,7 +196,7 @@ def main(model_name, data_dir, out_dir, threads, timing_images, max_images):
              **{f"keras_tta_{k}": v for k, v in references.items()},
              **{p.stem: v for p, v in all_probs.items()})
     head = ["file", "input", "TTA", "size (MB)", "same class as Keras", "max |Δp|",
-            "accuracy (Keras)"] + [f"median ms, {t} thread{'s' * (t > 1)}" for t in threads]
+            "accuracy (Keras)"] + [f"median ms, {t} thread{'s' * (t > 1)}" for t in timing_threads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(
@@ -204,7 +204,7 @@ def main(model_name, data_dir, out_dir, threads, timing_images, max_images):
              f"{100 * r['top1_agreement']:.2f} % ({r['n_images'] - r['disagreements']}/"
              f"{r['n_images']})", f"{r['max_prob_diff']:.1e}",
              f"{r['accuracy']:.4f} ({r['keras_accuracy']:.4f})"]
-            + [f"{r['median_ms'][t]:.1f}" for t in threads]) + " |")
+            + [f"{r['median_ms'][t]:.1f}" for t in timing_threads]) + " |")
     single = [r for r in rows if r["max_prob_diff_vs_float32_file"] is not None]
     if single:
         lines.append(f"\nmax |Δp| of {single[0]['file']} against the float32 file on the "

@@ -50,3 +50,24 @@ def test_duplicates_takes_the_dataset_as_data_dir_like_the_other_commands():
     assert both.exit_code == 2 and "give the dataset once" in both.output
     missing = CliRunner().invoke(main, ["duplicates", "--data-dir", "no/such/dir"])
     assert missing.exit_code == 2 and "no/such/dir: no such folder" in missing.output
+
+
+def test_a_flag_means_the_same_in_every_command():
+    """One name, one kind of value: e.g. --threads is one thread count wherever it appears
+    (timings take --timing-threads)."""
+    import click
+
+    seen: dict[str, tuple] = {}
+    for name, (module, *_) in COMMANDS.items():
+        command = importlib.import_module(module).main
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            base = next((t.__name__ for t in (click.types.IntParamType, click.types.FloatParamType)
+                         if isinstance(param.type, t)), type(param.type).__name__)
+            kind = (param.multiple, param.is_flag, base)
+            for flag in param.opts + param.secondary_opts:
+                # figures draws several runs; each --run-dir is still one run
+                if flag.startswith("--") and flag not in ("--help", "--run-dir"):
+                    where, before = seen.setdefault(flag, (name, kind))
+                    assert before == kind, f"{flag}: {kind} in {name}, {before} in {where}"

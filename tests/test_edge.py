@@ -55,7 +55,7 @@ def exported(run):
 
     from all_tf.cli.export import main
 
-    result = CliRunner().invoke(main, [str(run[0]), "--threads", "1", "--formats", "edge"],
+    result = CliRunner().invoke(main, [str(run[0]), "--timing-threads", "1", "--formats", "edge"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run[0] / "export"

@@ -52,7 +52,7 @@ def exported(run):
 
     run_dir, _, _ = run
     formats = "savedmodel,float32,float16,dynamic_int8,int8,int16x8"
-    result = CliRunner().invoke(main, [str(run_dir), "--threads", "1", "--formats", formats],
+    result = CliRunner().invoke(main, [str(run_dir), "--timing-threads", "1", "--formats", formats],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return run_dir / "export"

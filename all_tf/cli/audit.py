@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
+from all_tf.config import SPLIT_KINDS
 
 
 @click.command()
@@ -28,7 +29,8 @@ from all_tf.cli.options import SAMPLE_ALL4_DIR, fail
               help="A finished run: use its split and check its model.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Where audit.json/audit.md go (default results/audit or results/audit_quick).")
-@click.option("--split", "split_kind", default="70:30", show_default=True,
+@click.option("--split", "split_kind", type=click.Choice(SPLIT_KINDS), default="70:30",
+              show_default=True,
               help="Split for the baselines when there is no --run-dir.")
 @click.option("--seed", default=42, show_default=True, help="Split and forest seed.")
 @click.option("--quick", is_flag=True, help="The shipped sample (48 images) by default.")

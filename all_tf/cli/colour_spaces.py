@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from all_tf.cli.options import base_config, csv_list, fail, training_options
+from all_tf.config import SPLIT_KINDS
 
 SPACES = "rgb,hsv,lab,hed"
 
@@ -30,7 +31,8 @@ SPACES = "rgb,hsv,lab,hed"
                               "mobilenetv3small].")
 @click.option("--spaces", default=SPACES, show_default=True, callback=csv_list(),
               help="Comma-separated colour spaces.")
-@click.option("--split", "split_kind", default="70:30", show_default=True, help="Split kind.")
+@click.option("--split", "split_kind", type=click.Choice(SPLIT_KINDS), default="70:30",
+              show_default=True, help="Group-aware split kind.")
 @click.option("--seeds", callback=csv_list(int),
               help="Comma-separated seeds [default: 42,43,44; with --quick: 42].")
 @click.option("--timing-images", default=32, show_default=True,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from all_tf.cli.options import timing_threads_option
+
 log = logging.getLogger("all_tf.export")
 
 ALL_FORMATS = ("savedmodel", "float32", "float16", "dynamic_int8", "int8", "int16x8", "edge")
@@ -87,12 +89,11 @@ def _read_all(pairs):
                    "all_tf.")
 @click.option("--verify-count", type=int, default=200, show_default=True,
               help="Verification images (random subset, seed 0); 0 = all.")
-@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
-              help="Thread counts for the TFLite timing (repeatable).")
+@timing_threads_option()
 @click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1, show_default=True,
               help="Log output: 0 warnings only, 1 progress, 2 debug.")
 def main(source, config_path, out_dir, model_name, version, formats, threshold, calibration_data,
-         calibration_count, verify, verify_data, verify_count, threads, verbose):
+         calibration_count, verify, verify_data, verify_count, timing_threads, verbose):
     """Export SOURCE (a run directory or a .keras file) for serving and edge devices.
 
     \b
@@ -220,7 +221,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         keras_probs = model.predict(x, batch_size=16, verbose=0)
         y = None if any(label is None for label in labels) \
             else np.repeat(np.asarray(labels), [len(v) for v in views])
-        rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=threads)
+        rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=timing_threads)
         crops = cfg.preprocess.input_mode == "crops"
         if "savedmodel" in written or "edge" in written:
             from all_tf.evaluation.calibration import apply_temperature
@@ -239,7 +240,7 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
 
             pixels = np.stack([resize_to(im, cfg.preprocess.image_size) for im in images])
             rows += verify_tflite([written["edge"]], pixels.astype(np.float32), served, y,
-                                  threads=threads)
+                                  threads=timing_threads)
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}

@@ -48,6 +48,14 @@ def keras_verbose_option(**kwargs):
                         **kwargs)
 
 
+def timing_threads_option(**kwargs):
+    """--timing-threads: the TFLite thread counts a speed measurement times (repeatable);
+    ``--threads`` is the thread count of the commands that predict."""
+    return click.option("--timing-threads", multiple=True, type=click.IntRange(1),
+                        default=(1, 2), show_default=True,
+                        help="TFLite thread counts to time (repeat the option).", **kwargs)
+
+
 def seed_option(**kwargs):
     return click.option("--seed", type=int, default=None,
                         help="Random seed for the split, initial weights and shuffling.", **kwargs)

@@ -101,7 +101,7 @@ def verify_tflite(
             cmd = [sys.executable, "-m", "all_tf.export.verify", str(path), x_path, out_path,
                    "--timing-images", str(timing_images)]
             for t in threads:
-                cmd += ["--threads", str(t)]
+                cmd += ["--timing-threads", str(t)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                                       env=_worker_env())
@@ -235,8 +235,8 @@ def format_report(rows: list[dict]) -> str:
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("inputs", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True,
-              help="Thread counts to time (repeat the option).")
+@click.option("--timing-threads", "threads", multiple=True, type=click.IntRange(1),
+              default=(1, 2), show_default=True, help="Thread counts to time (repeat the option).")
 @click.option("--timing-images", type=int, default=20, show_default=True,
               help="Images per timing loop.")
 def main(model, inputs, output, threads, timing_images):
