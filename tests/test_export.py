@@ -332,9 +332,10 @@ def test_tflite_range_check_catches_the_app_bug(exported, run):
 def test_tflite_interpreter_handles_empty_input(exported):
     from all_tf.export.verify import run_interpreter
 
-    probs, timing = run_interpreter(str(exported / "tflite" / "all_tf_float32.tflite"),
-                                    np.zeros((0, TINY_SIZE, TINY_SIZE, 3), np.float32), threads=(1,))
-    assert probs.shape == (0, 4) and timing == {}
+    probs, ood, timing = run_interpreter(str(exported / "tflite" / "all_tf_float32.tflite"),
+                                         np.zeros((0, TINY_SIZE, TINY_SIZE, 3), np.float32),
+                                         threads=(1,))
+    assert probs.shape == (0, 4) and ood is None and timing == {}
 
 
 # ------------------------------------------------------------------ mixed precision, CLI

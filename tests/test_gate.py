@@ -369,3 +369,41 @@ def test_only_colour_check_refuses_flags_it_would_ignore(tmp_path):
         result = CliRunner().invoke(main, [str(tmp_path), "--only-colour-check", *extra])
         assert result.exit_code == 2, result.output
         assert "--only-colour-check keeps the stored gate" in result.output
+
+
+def test_float_tflite_files_compute_the_feature_distance_as_keras_does(
+        gated_run, strange_inputs, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from all_tf.inference.model_files import read_metadata
+
+    tflite = gated_run / "export" / "tflite" / "all_tf_float32.tflite"
+    meta = read_metadata(tflite.with_suffix(".json"))
+    threshold = Gate.load(gated_run).distance.threshold
+    assert meta["gate"]["ood"]["threshold"] == pytest.approx(threshold)
+    assert meta["ood_output"]["dtype"] == "float32"
+    keras_rows = _predict_rows(gated_run, strange_inputs, tmp_path / "keras")
+    tflite_rows = _predict_rows(tflite, strange_inputs, tmp_path / "tflite")
+    assert set(keras_rows) == set(tflite_rows) and len(keras_rows) >= 3
+    for name, row in keras_rows.items():
+        assert float(tflite_rows[name]["ood_score"]) == pytest.approx(
+            float(row["ood_score"]), rel=1e-3), name
+        assert tflite_rows[name]["status"] == row["status"], name
+
+
+def test_export_verification_compares_the_tflite_feature_distance(gated_run, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from click.testing import CliRunner
+
+    from all_tf.cli.export import main as export_main
+
+    result = CliRunner().invoke(export_main, [
+        str(gated_run), "-o", str(tmp_path / "export"), "--formats", "float32,int8",
+        "--verify-count", "12", "--timing-threads", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {r["variant"]: r for r in
+            json.loads((tmp_path / "export" / "verify.json").read_text())["results"]}
+    assert rows["float32"]["status"] == "ok"
+    assert rows["float32"]["ood_max_rel_diff"] < 1e-3
+    assert rows["float32"]["ood_decision_agreement"] == 1.0
+    assert "ood_max_rel_diff" not in rows["int8"]  # full int8: no distance output
+    assert "ood_score max rel. Δ" in (tmp_path / "export" / "verify.md").read_text()

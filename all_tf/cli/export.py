@@ -221,7 +221,17 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
         keras_probs = model.predict(x, batch_size=16, verbose=0)
         y = None if any(label is None for label in labels) \
             else np.repeat(np.asarray(labels), [len(v) for v in views])
-        rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=timing_threads)
+        keras_ood = ood_threshold = None
+        distance = gate.distance if gate is not None else None
+        if tflite_paths and distance is not None and distance.threshold is not None:
+            from all_tf.inference.analysis import probabilities_and_features
+
+            features = probabilities_and_features(model)
+            keras_ood = np.concatenate([distance.score(features(x[i:i + 16])[1])
+                                        for i in range(0, len(x), 16)])
+            ood_threshold = distance.threshold
+        rows = verify_tflite(tflite_paths, x, keras_probs, y, threads=timing_threads,
+                             keras_ood=keras_ood, ood_threshold=ood_threshold)
         crops = cfg.preprocess.input_mode == "crops"
         if "savedmodel" in written or "edge" in written:
             from all_tf.evaluation.calibration import apply_temperature

@@ -2,7 +2,10 @@
 
 Every ``.tflite`` file takes one preprocessed image, NHWC [1, S, S, 3], the output of
 :func:`all_tf.preprocessing.preprocess_image` (values in [0, 1]), and returns the 4 class
-probabilities. Preprocessing (resize, CLAHE, Reinhard, colour space) stays on the host: CLAHE's
+probabilities. A model with a feature-distance gate also returns ``ood_score`` [1] from the
+float-output variants (``float32``, ``float16``, ``dynamic_int8``): the Mahalanobis distance
+of its pooled features, computed in the graph; the full-integer variants leave it out (an int8
+distance would not keep the threshold's meaning). Preprocessing (resize, CLAHE, Reinhard, colour space) stays on the host: CLAHE's
 histograms have no TFLite builtin op.
 
 Beside the files: ``labels.txt`` (one class name a line, in output order) and, per file,
@@ -52,6 +55,8 @@ DEFAULT_VARIANTS = ("float32", "float16", "dynamic_int8", "int8")
 SIGNATURE = "serving_default"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
+OOD_OUTPUT_NAME = "ood_score"
+OOD_VARIANTS = ("float32", "float16", "dynamic_int8")  # float outputs: the distance fits
 
 
 def calibration_set(
@@ -88,18 +93,38 @@ def calibration_set(
     return np.stack(xs).astype(np.float32)
 
 
-def _saved_model_for_conversion(model, size: int, workdir: str) -> str:
+def _saved_model_for_conversion(model, size: int, workdir: str, distance=None) -> str:
+    """A single-image SavedModel to convert; with ``distance`` (a fitted
+    :class:`all_tf.inference.gate.FeatureDistance`) it also returns ``ood_score``."""
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    if distance is None:
+        archive.track(model)
+
+        def endpoint(pixels):
+            return {OUTPUT_NAME: tf.cast(model(pixels, training=False), tf.float32)}
+    else:
+        from all_tf.export.graph_gate import mahalanobis_graph
+        from all_tf.models import feature_extractor
+
+        net = keras.Model(model.inputs[0], [model.outputs[0],
+                                            feature_extractor(model).outputs[0]])
+        archive.track(net)
+        n_features = int(distance.means.shape[1])
+
+        def endpoint(pixels):
+            probs, features = net(pixels, training=False)
+            features = tf.reshape(tf.cast(features, tf.float32), [-1, n_features])
+            return {OUTPUT_NAME: tf.cast(probs, tf.float32),
+                    OOD_OUTPUT_NAME: mahalanobis_graph(features, distance.means,
+                                                       distance.precision)}
     archive.add_endpoint(
-        SIGNATURE,
-        lambda pixels: {OUTPUT_NAME: tf.cast(model(pixels, training=False), tf.float32)},
+        SIGNATURE, endpoint,
         input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=INPUT_NAME)],
     )
-    path = os.path.join(workdir, "saved_model")
+    path = os.path.join(workdir, "saved_model" if distance is None else "saved_model_ood")
     archive.write_out(path, verbose=False)
     return path
 
@@ -136,11 +161,18 @@ def convert(saved_model_dir: str, variant: str, calibration: np.ndarray | None =
     return converter.convert()
 
 
-def gate_metadata(gate) -> dict | None:
-    """The input gate's checks as TFLite metadata (an app applies them; no feature distance)."""
+def gate_metadata(gate, ood_output: bool = False) -> dict | None:
+    """The input gate's checks as TFLite metadata (an app applies them), and with
+    ``ood_output`` the threshold of the file's ``ood_score`` output."""
     if gate is None:
         return None
-    return {**gate.to_dict(), "ood": None,
+    ood = None
+    if ood_output:
+        ood = {"method": "mahalanobis_min_class", "output": OOD_OUTPUT_NAME,
+               "threshold": gate.distance.threshold,
+               "how": f"status rejected:out_of_distribution when {OOD_OUTPUT_NAME} > threshold "
+                      "(after the input checks pass)"}
+    return {**gate.to_dict(), "ood": ood,
             "how": "statistics of the decoded RGB image resized to gate_size x gate_size "
                    "(all_tf.inference.gate.image_statistics); the first check [statistic, "
                    "0 = below low / 1 = above high, reason] that fails gives status "
@@ -148,7 +180,10 @@ def gate_metadata(gate) -> dict | None:
 
 
 def io_details(flatbuffer: bytes) -> dict:
-    """Input/output tensor dtype, shape and quantisation, read from the flatbuffer itself.
+    """Input/output tensor dtype, shape and quantisation, read from the flatbuffer itself:
+    ``{"input": ..., "output": ...}``, the signature's first input and its ``probabilities``
+    output (else the graph's first), plus ``"ood_output"`` where the signature has
+    ``ood_score``.
 
     Reads the schema (no interpreter), so it is safe in the converting process.
     """
@@ -171,7 +206,17 @@ def io_details(flatbuffer: bytes) -> dict:
             "quantization": {"scale": float(scale[0]), "zero_point": int(zero[0])} if scale else None,
         }
 
-    return {"input": describe(graph.inputs[0]), "output": describe(graph.outputs[0])}
+    outputs = {}
+    for signature in model.signatureDefs or []:
+        for tensor_map in signature.outputs or []:
+            name = tensor_map.name.decode() if isinstance(tensor_map.name, bytes) \
+                else tensor_map.name
+            outputs[name] = tensor_map.tensorIndex
+    out = {"input": describe(graph.inputs[0]),
+           "output": describe(outputs.get(OUTPUT_NAME, graph.outputs[0]))}
+    if OOD_OUTPUT_NAME in outputs:
+        out["ood_output"] = describe(outputs[OOD_OUTPUT_NAME])
+    return out
 
 
 def export_tflite(
@@ -198,8 +243,9 @@ def export_tflite(
         threshold: uncertainty threshold; default ``cfg.uncertainty_threshold``.
         source: recorded in the metadata.
         gate: the model's :class:`all_tf.inference.Gate`; its input checks (statistics,
-            bounds, order) go into the metadata so an app can apply the same gate. The
-            feature distance needs pooled features, which the TFLite files do not output.
+            bounds, order) go into the metadata so an app can apply the same gate, and a
+            calibrated feature distance becomes the ``ood_score`` output of the variants in
+            :data:`OOD_VARIANTS`.
 
     Returns:
         The ``.tflite`` paths, in the order of ``variants``.
@@ -215,10 +261,18 @@ def export_tflite(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "labels.txt", "".join(f"{name}\n" for name in CLASS_NAMES))
     paths = []
+    distance = gate.distance if gate is not None else None
+    if distance is not None and distance.threshold is None:
+        distance = None  # not calibrated: no threshold to compare the score with
     with tempfile.TemporaryDirectory(prefix="all_tf_tflite_") as work:
-        saved = _saved_model_for_conversion(model, size, work)
+        saved: dict[bool, str] = {}
         for variant in variants:
-            flat = convert(saved, variant, calibration if variant in ("int8", "int16x8") else None)
+            with_ood = distance is not None and variant in OOD_VARIANTS
+            if with_ood not in saved:
+                saved[with_ood] = _saved_model_for_conversion(
+                    model, size, work, distance if with_ood else None)
+            flat = convert(saved[with_ood], variant,
+                           calibration if variant in ("int8", "int16x8") else None)
             path = out_dir / f"{model_name}_{variant}.tflite"
             atomic_write_bytes(path, flat)
             details = io_details(flat)
@@ -245,8 +299,13 @@ def export_tflite(
                 calibration_images=(int(len(calibration)) if variant in ("int8", "int16x8")
                                     else None),
                 source=source,
-                gate=gate_metadata(gate),
+                gate=gate_metadata(gate, ood_output="ood_output" in details),
             )
+            if "ood_output" in details:
+                meta["ood_output"] = {
+                    **details["ood_output"], "signature_name": OOD_OUTPUT_NAME,
+                    "meaning": "Mahalanobis distance of the pooled features to the nearest "
+                               "class mean; above gate.ood.threshold: out of distribution"}
             atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
             paths.append(path)
     return paths

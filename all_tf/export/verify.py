@@ -38,18 +38,20 @@ INT8_MIN_AGREEMENT = 0.99  # ... or, without labels, with >= 99 % top-1 agreemen
 
 
 def run_interpreter(path: str, inputs: np.ndarray, threads: Sequence[int] = (1, 2),
-                    timing_images: int = 20) -> tuple[np.ndarray, dict[int, float]]:
-    """Probabilities (N, C) and mean ms/image per thread count for one TFLite file."""
-    probs = None
+                    timing_images: int = 20
+                    ) -> tuple[np.ndarray, np.ndarray | None, dict[int, float]]:
+    """Probabilities (N, C), the ``ood_score`` output (N,) or None, and mean ms/image per
+    thread count for one TFLite file."""
+    probs = ood = None
     timing = {}
     for t in threads:
         runner = TFLiteRunner(path, int(t))
         if probs is None:
-            probs = runner(inputs)
+            probs, ood = runner.predict_with_ood(inputs)
         sample = inputs[: max(1, timing_images)]
         if len(sample):
             timing[int(t)] = runner.ms_per_image(sample)
-    return probs, timing
+    return probs, ood, timing
 
 
 def _describe_exit(code: int) -> str:
@@ -69,6 +71,8 @@ def verify_tflite(
     threads: Sequence[int] = (1, 2),
     timing_images: int = 20,
     timeout_s: float = 900.0,
+    keras_ood: np.ndarray | None = None,
+    ood_threshold: float | None = None,
 ) -> list[dict]:
     """Compare each TFLite file with the Keras model on the same preprocessed inputs.
 
@@ -81,13 +85,18 @@ def verify_tflite(
         threads: thread counts to time.
         timing_images: images per timing loop.
         timeout_s: per-file limit for the worker process.
+        keras_ood: float (N,), the host gate's feature distance of ``inputs``, compared with
+            the ``ood_score`` output of the files that have one.
+        ood_threshold: the gate's distance threshold, for the decision agreement.
 
     Returns:
         One dict per file: ``file``, ``variant``, ``size_bytes``, ``status`` ("ok" or why not),
         ``top1_agreement`` (fraction of images with the same argmax as Keras),
         ``max_prob_diff`` / ``mean_prob_diff`` (absolute, over all images and classes),
         ``accuracy`` and ``keras_accuracy`` (when labels are given), ``ms_per_image``
-        ({threads: ms}).
+        ({threads: ms}); with an ``ood_score`` output and ``keras_ood``,
+        ``ood_max_rel_diff`` (max |Δ| / host score) and ``ood_decision_agreement`` (share of
+        images on the same side of ``ood_threshold``).
     """
     keras_probs = np.asarray(keras_probs, np.float32)
     results = []
@@ -117,6 +126,8 @@ def verify_tflite(
             data = np.load(out_path)
             probs = data["probs"]
             row.update(compare(probs, keras_probs, labels))
+            if "ood" in data.files and keras_ood is not None:
+                row.update(compare_ood(data["ood"], keras_ood, ood_threshold))
             row["ms_per_image"] = {int(t): round(float(ms), 3)
                                    for t, ms in zip(data["threads"], data["ms"], strict=True)}
             row["status"] = "ok"
@@ -130,6 +141,20 @@ def _worker_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
             "PYTHONPATH": package_parent + (os.pathsep + path if path else "")}
+
+
+def compare_ood(ood: np.ndarray, host_ood: np.ndarray, threshold: float | None) -> dict:
+    """Parity of a file's ``ood_score`` output with the host gate's distances (both (N,))."""
+    ood, host_ood = np.asarray(ood, np.float64), np.asarray(host_ood, np.float64)
+    if ood.shape != host_ood.shape:
+        raise ValueError(f"shape mismatch: TFLite ood {ood.shape} vs host {host_ood.shape}")
+    if not len(ood):
+        return {}
+    rel = np.abs(ood - host_ood) / np.maximum(np.abs(host_ood), 1e-12)
+    out = {"ood_max_rel_diff": float(rel.max())}
+    if threshold is not None:
+        out["ood_decision_agreement"] = float(np.mean((ood > threshold) == (host_ood > threshold)))
+    return out
 
 
 def compare(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray | None = None) -> dict:
@@ -215,7 +240,8 @@ def _variant(path: Path) -> str:
 def format_report(rows: list[dict]) -> str:
     """A Markdown table of :func:`verify_tflite` rows."""
     threads = sorted({t for r in rows for t in r.get("ms_per_image", {})})
-    head = ["file", "size (MB)", "status", "top-1 agreement", "max |Δp|", "accuracy"]
+    head = ["file", "size (MB)", "status", "top-1 agreement", "max |Δp|", "accuracy",
+            "ood_score max rel. Δ"]
     head += [f"ms/image ({t} thr)" for t in threads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -225,7 +251,8 @@ def format_report(rows: list[dict]) -> str:
         acc = r.get("accuracy")
         cells = [r["file"], f"{r['size_bytes'] / 1e6:.2f}", r["status"],
                  fmt(r.get("top1_agreement"), ".3f"), fmt(r.get("max_prob_diff"), ".4f"),
-                 (f"{acc:.3f} (Keras {r['keras_accuracy']:.3f})" if acc is not None else "–")]
+                 (f"{acc:.3f} (Keras {r['keras_accuracy']:.3f})" if acc is not None else "–"),
+                 fmt(r.get("ood_max_rel_diff"), ".2e")]
         cells += [fmt(r.get("ms_per_image", {}).get(t), ".2f") for t in threads]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -242,14 +269,16 @@ def format_report(rows: list[dict]) -> str:
 def main(model, inputs, output, threads, timing_images):
     """Run MODEL (.tflite) on INPUTS (.npy float32 (N, S, S, 3)) and write OUTPUT (.npz).
 
-    OUTPUT holds ``probs`` (N, C) dequantised, ``threads`` and ``ms`` (mean ms/image). This is
+    OUTPUT holds ``probs`` (N, C) dequantised, ``ood`` (N,) where the file has an
+    ``ood_score`` output, ``threads`` and ``ms`` (mean ms/image). This is
     the worker that ``python -m all_tf.export`` starts once per file; run it by hand to check a
     file in isolation.
     """
     x = np.load(inputs)
-    probs, timing = run_interpreter(model, x, threads, timing_images)
+    probs, ood, timing = run_interpreter(model, x, threads, timing_images)
+    extra = {} if ood is None else {"ood": ood}
     np.savez(output, probs=probs, threads=np.array(list(timing), np.int64),
-             ms=np.array(list(timing.values()), np.float64))
+             ms=np.array(list(timing.values()), np.float64), **extra)
     click.echo(json.dumps({"model": model, "n": int(len(x)), "ms_per_image": timing}))
 
 

@@ -72,7 +72,8 @@ class Backend:
         The probabilities are the model's own, before the temperature (apply it with
         :meth:`calibrate`, after averaging views). The SavedModel's ``predict_pixels`` returns
         them scaled, ``p = softmax(log(raw) / T)``; ``raw`` is recovered as ``p ** T``
-        renormalised. The SavedModel computes the feature distance in its graph.
+        renormalised. The SavedModel computes the feature distance in its graph, and so do
+        the TFLite files exported with an ``ood_score`` output.
         """
         from all_tf.inference.model_files import check_input_range
 
@@ -85,6 +86,8 @@ class Backend:
             scaled, ood = self.predict_fn(x)
             raw = np.power(np.asarray(scaled, np.float64), self.graph_temperature)
             probs = raw / np.maximum(raw.sum(axis=1, keepdims=True), 1e-30)
+        elif self.kind == "tflite" and self.predict_fn.ood is not None:
+            probs, ood = self.predict_fn.predict_with_ood(x)
         elif self.features_fn is not None and self.gate is not None \
                 and self.gate.distance is not None:
             probs, feats = self.features_fn(x)
@@ -177,8 +180,8 @@ def load_backend(model: str | os.PathLike, config: str | os.PathLike | None = No
 
 
 def _gate_from_metadata(meta: dict):
-    """The input checks described in export metadata; the feature distance is the SavedModel
-    graph's (its ``ood`` output), and TFLite files have none."""
+    """The input checks described in export metadata; the feature distance is computed in the
+    model's graph (the SavedModel's and the float TFLite files' ``ood_score`` output)."""
     from all_tf.inference import Gate
 
     doc = meta.get("gate")

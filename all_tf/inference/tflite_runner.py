@@ -44,9 +44,15 @@ def dequantize_output(q: np.ndarray, detail: dict) -> np.ndarray:
 class TFLiteRunner:
     """One ``.tflite`` file in a LiteRT interpreter, fed one image per invoke.
 
+    Outputs are found by their signature names: ``probabilities`` (else the first output) and,
+    in files exported with a feature-distance gate, ``ood_score``.
+
     Args:
         path: the ``.tflite`` file.
         threads: interpreter threads (None: LiteRT's default).
+
+    Attributes:
+        ood: the ``ood_score`` output's details, or None when the file has none.
     """
 
     def __init__(self, path: str, threads: int | None = None):
@@ -55,7 +61,11 @@ class TFLiteRunner:
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        by_name = {}
+        if self.interpreter.get_signature_list():
+            by_name = self.interpreter.get_signature_runner().get_output_details()
+        self.output = by_name.get("probabilities", self.interpreter.get_output_details()[0])
+        self.ood = by_name.get("ood_score")
 
     def _invoke(self, q: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input["index"], q)
@@ -64,9 +74,20 @@ class TFLiteRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Outputs float32 (N, C) for inputs (N, S, S, 3)."""
-        rows = [dequantize_output(self._invoke(quantize_input(image[None], self.input)),
-                                  self.output)[0] for image in x]
-        return np.stack(rows) if rows else np.zeros((0, self.output["shape"][-1]), np.float32)
+        return self.predict_with_ood(x)[0]
+
+    def predict_with_ood(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities float32 (N, C) and ``ood_score`` float32 (N,), or None without that
+        output, for inputs (N, S, S, 3)."""
+        probs, ood = [], []
+        for image in x:
+            probs.append(dequantize_output(self._invoke(quantize_input(image[None], self.input)),
+                                           self.output)[0])
+            if self.ood is not None:
+                ood.append(float(dequantize_output(
+                    self.interpreter.get_tensor(self.ood["index"]), self.ood).reshape(-1)[0]))
+        probs = np.stack(probs) if probs else np.zeros((0, self.output["shape"][-1]), np.float32)
+        return probs, None if self.ood is None else np.asarray(ood, np.float32)
 
     def ms_per_image(self, x: np.ndarray, warmup: int = 2) -> float:
         """Mean milliseconds per invoke over the images of x (after ``warmup`` invokes)."""
