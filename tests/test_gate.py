@@ -390,6 +390,7 @@ def test_float_tflite_files_compute_the_feature_distance_as_keras_does(
         assert tflite_rows[name]["status"] == row["status"], name
 
 
+@pytest.mark.slow
 def test_export_verification_compares_the_tflite_feature_distance(gated_run, tmp_path):
     pytest.importorskip("ai_edge_litert")
     from click.testing import CliRunner
