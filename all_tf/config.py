@@ -189,6 +189,13 @@ class TrainConfig:
         return {"ce": self.epochs, "focal": 0,
                 "ce_then_focal": min(self.loss_warmup_epochs, self.epochs)}[self.loss]
 
+    @property
+    def loss_switch_epoch(self) -> int | None:
+        """0-based epoch from which validation losses are not comparable with earlier ones
+        (focal loss replaces cross-entropy within the run), or None."""
+        switch = self.focal_start_epoch
+        return switch if 0 < switch < self.epochs else None
+
 
 @dataclass
 class SplitConfig:

@@ -82,7 +82,12 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
     from all_tf.inference.tta import dihedral_views
     from all_tf.io import atomic_write_text
     from all_tf.preprocessing import build_augmentation
-    from all_tf.training.callbacks import HistoryCSV, ResumableEarlyStopping, read_history
+    from all_tf.training.callbacks import (
+        BestWeightsCheckpoint,
+        HistoryCSV,
+        ResumableEarlyStopping,
+        read_history,
+    )
     from all_tf.training.losses import LossScheduleCallback
     from all_tf.training.run import _class_weights, build_for_config
 
@@ -151,9 +156,10 @@ def fit_one(run_dir: Path, images_dir: Path, deadline: float, eval_batch: int) -
     callbacks = [
         LossScheduleCallback(loss),  # before HistoryCSV: it logs focal_weight
         HistoryCSV(history_path),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        ResumableEarlyStopping(history_path, monitor="val_loss",
+        BestWeightsCheckpoint(str(best_path), restart_at=cfg.train.loss_switch_epoch,
+                              monitor="val_loss", save_weights_only=True),
+        ResumableEarlyStopping(history_path, restart_at=cfg.train.loss_switch_epoch,
+                               monitor="val_loss",
                                patience=cfg.train.early_stopping_patience,
                                restore_best_weights=False, verbose=1),
         stop,

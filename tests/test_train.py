@@ -343,27 +343,38 @@ def test_checkpoints_and_early_stopping_start_again_where_the_loss_changes(tmp_p
     """Cross-entropy values (epochs 0-1) are not compared with focal ones (from epoch 2)."""
     import keras
 
-    from all_tf.training.callbacks import ResumableEarlyStopping, RunCheckpoints
+    from all_tf.config import TrainConfig
+    from all_tf.training.callbacks import (
+        BestWeightsCheckpoint,
+        ResumableEarlyStopping,
+        RunCheckpoints,
+    )
 
+    assert TrainConfig(loss="ce_then_focal", loss_warmup_epochs=2, epochs=6).loss_switch_epoch == 2
+    assert TrainConfig(loss="ce", epochs=6).loss_switch_epoch is None
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     history = tmp_path / "history.csv"
     checkpoints = tmp_path / "checkpoints"
     saves = RunCheckpoints(checkpoints, history, restart_at=2)
+    weights = BestWeightsCheckpoint(str(tmp_path / "best.weights.h5"), restart_at=2,
+                                    monitor="val_loss", save_weights_only=True)
     stops = ResumableEarlyStopping(history, restart_at=2, monitor="val_loss", patience=2)
     values = [0.2, 0.1, 0.5, 0.4, 0.45, 0.47]  # focal from epoch 2: larger here on purpose
-    best_epochs = []
-    for callback in (saves, stops):
+    best_epochs, weights_best = [], []
+    for callback in (saves, weights, stops):
         callback.set_model(model)
         callback.on_train_begin()
     for epoch, value in enumerate(values):
         model.stop_training = False
-        for callback in (saves, stops):
+        for callback in (saves, weights, stops):
             callback.on_epoch_begin(epoch)
             callback.on_epoch_end(epoch, {"val_loss": value})
         best_epochs.append(json.loads((checkpoints / "best.json").read_text())["epoch"])
+        weights_best.append(weights.best)
         if model.stop_training:
             break
     assert best_epochs == [0, 1, 2, 3, 3, 3]
+    assert weights_best == [0.2, 0.1, 0.5, 0.4, 0.4, 0.4]
     assert epoch == 5  # patience 2 counted from epoch 3's 0.4, not from the CE epochs' 0.1
     history.write_text("epoch,val_loss\n" + "".join(f"{k},{v}\n" for k, v in enumerate(values)))
     (checkpoints / "best.json").write_text(json.dumps(

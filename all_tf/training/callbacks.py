@@ -170,6 +170,20 @@ class RunCheckpoints(_ResumeAware):
             self.model.save(tmp)
 
 
+class BestWeightsCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint(save_best_only=True)`` whose best value starts again at
+    ``restart_at`` (where the loss changes, as in :class:`RunCheckpoints`)."""
+
+    def __init__(self, filepath: str, restart_at: int | None = None, **kwargs):
+        super().__init__(filepath, save_best_only=True, **kwargs)
+        self.restart_at = restart_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if epoch == self.restart_at:
+            self.best = None
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping whose best value and patience counter survive a resume.
 

@@ -259,9 +259,7 @@ def fit_run(cfg: Config, output_dir: str | os.PathLike, *, verbose: int = 1) -> 
     from all_tf.training.losses import LossScheduleCallback
 
     history_path = out / "history.csv"
-    # the monitored loss changes meaning where focal loss replaces cross-entropy
-    switch = cfg.train.focal_start_epoch
-    restart_at = switch if 0 < switch < cfg.train.epochs else None
+    restart_at = cfg.train.loss_switch_epoch
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),  # must stay first
         LossScheduleCallback(loss),  # before HistoryCSV: it logs focal_weight
