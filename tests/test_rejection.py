@@ -108,18 +108,24 @@ def test_cached_folds_are_measured_again_when_the_segwbc_row_is_asked_or_dropped
         json.dumps(_fold({name: [0.0, 1.0] for name in STATISTICS})))
     segwbc = tmp_path / "segwbc"
     segwbc.mkdir()
+
+    other = tmp_path / "segwbc_other"
+    other.mkdir()
     asked = []
 
     def evaluate_fold(run, data_dir, segwbc, model=None):
         asked.append(segwbc)
         fold = _fold({name: [0.0, 1.0] for name in STATISTICS})
+        fold["segwbc_dir"] = rejection._segwbc_key(segwbc)
         if segwbc is not None:
             fold["sets"]["segwbc"] = fold["sets"]["synthetic:colour_shuffled"]
         return fold
 
     monkeypatch.setattr(rejection, "evaluate_fold", evaluate_fold)
-    for args in ([], ["--segwbc-dir", str(segwbc)], ["--segwbc-dir", str(segwbc)], []):
+    for args in ([], ["--segwbc-dir", str(segwbc)], ["--segwbc-dir", str(segwbc)],
+                 ["--segwbc-dir", str(other)], []):
         result = CliRunner().invoke(cli.main, [str(tmp_path), *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output
-    assert asked == [segwbc, None]  # cached without, then with, then reused, then without
+    # cached without: reused; then with, reused, with another folder, without again
+    assert asked == [segwbc, other, None]
     assert "| segwbc |" not in (tmp_path / "rejection.md").read_text()

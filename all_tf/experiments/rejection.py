@@ -188,7 +188,7 @@ def evaluate_fold(run_dir: Path, data_dir: str | None, segwbc: Path | None,
     wrong = test.probabilities.argmax(1) != test.labels  # a temperature keeps the argmax
     errors = counts([s for s, w in zip(held_with, wrong, strict=True) if w],
                     [s for s, w in zip(held_without, wrong, strict=True) if w])
-    result = {"format": FORMAT, "run_dir": str(run_dir),
+    result = {"format": FORMAT, "run_dir": str(run_dir), "segwbc_dir": _segwbc_key(segwbc),
               "gate": {"temperature": temperature, "threshold": threshold, "tta": bool(cfg.tta),
                        "ood_threshold": gate.distance.threshold},
               "bounds": gate.bounds,
@@ -242,14 +242,19 @@ def pooled_markdown(folds: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _segwbc_key(segwbc: Path | None) -> str | None:
+    return None if segwbc is None else str(Path(segwbc).resolve())
+
+
 def _is_current(cached: dict, segwbc: Path | None) -> bool:
-    """Whether a cached fold result has this format, every gate statistic and the segwbc row
-    exactly when one is asked for."""
+    """Whether a cached fold result has this format, every gate statistic and a segwbc row
+    from this ``segwbc`` folder exactly when one is asked for."""
     from all_tf.inference.gate import STATISTICS
 
     return (cached.get("format") == FORMAT
             and set(STATISTICS) <= set(cached.get("bounds", {}))
-            and ("segwbc" in cached.get("sets", {})) == (segwbc is not None))
+            and ("segwbc" in cached.get("sets", {})) == (segwbc is not None)
+            and cached.get("segwbc_dir") == _segwbc_key(segwbc))
 
 
 def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
@@ -259,8 +264,8 @@ def rejection_study(protocol_dir: str | Path, data_dir: str | None = None,
     pooled Markdown (also written to ``output``, default ``<protocol_dir>/rejection.md``).
 
     Fold results are cached in ``<protocol_dir>/rejection/<run id>.json`` as each finishes;
-    a cached result of another :data:`FORMAT`, without one of the gate's statistics, or with
-    a segwbc row when none is asked for (or the other way round) is measured again. A fold recorded from a release (no checkpoint in its run folder) takes its
+    a cached result of another :data:`FORMAT`, without one of the gate's statistics, or whose
+    segwbc row is missing, unasked for or from another folder is measured again. A fold recorded from a release (no checkpoint in its run folder) takes its
     model from ``releases[<run id>]``; without one it is left out, with a message.
 
     Raises:

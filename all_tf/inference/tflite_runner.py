@@ -62,8 +62,10 @@ class TFLiteRunner:
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         by_name = {}
-        if self.interpreter.get_signature_list():
-            by_name = self.interpreter.get_signature_runner().get_output_details()
+        signatures = self.interpreter.get_signature_list()
+        if signatures:  # all_tf files have one, "serving_default"; else the first
+            key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+            by_name = self.interpreter.get_signature_runner(key).get_output_details()
         self.output = by_name.get("probabilities", self.interpreter.get_output_details()[0])
         self.ood = by_name.get("ood_score")
 
