@@ -52,20 +52,32 @@ def test_duplicates_takes_the_dataset_as_data_dir_like_the_other_commands():
     assert missing.exit_code == 2 and "no/such/dir: no such folder" in missing.output
 
 
-def test_a_flag_means_the_same_in_every_command():
+def test_a_flag_means_the_same_in_every_command(monkeypatch):
     """One name, one kind of value: e.g. --threads is one thread count wherever it appears
     (timings take --timing-threads)."""
     import click
 
+    from pathlib import Path
+
+    from tests.helpers import script_command
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # as when run: scripts import each other
+    commands = {name: importlib.import_module(module).main
+                for name, (module, *_) in COMMANDS.items()}
+    commands.update({f"scripts/{p.name}": script_command(p.stem)
+                     for p in sorted(scripts.glob("*.py"))})
     seen: dict[str, tuple] = {}
-    for name, (module, *_) in COMMANDS.items():
-        command = importlib.import_module(module).main
+    for name, command in commands.items():
         for param in command.params:
             if not isinstance(param, click.Option):
                 continue
+            # a path and a string are both text; an int range is an int
             base = next((t.__name__ for t in (click.types.IntParamType, click.types.FloatParamType)
                          if isinstance(param.type, t)), type(param.type).__name__)
-            kind = (param.multiple, param.is_flag, base)
+            base = "text" if base in ("Path", "StringParamType") else base
+            choices = tuple(getattr(param.type, "choices", ()))
+            kind = (param.multiple, param.is_flag, base, choices)
             for flag in param.opts + param.secondary_opts:
                 # figures draws several runs; each --run-dir is still one run
                 if flag.startswith("--") and flag not in ("--help", "--run-dir"):

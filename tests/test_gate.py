@@ -408,3 +408,24 @@ def test_export_verification_compares_the_tflite_feature_distance(gated_run, tmp
     assert rows["float32"]["ood_decision_agreement"] == 1.0
     assert "ood_max_rel_diff" not in rows["int8"]  # full int8: no distance output
     assert "ood_score max rel. Δ" in (tmp_path / "export" / "verify.md").read_text()
+
+
+def test_a_tflite_file_rejects_by_its_feature_distance(gated_run, strange_inputs, tmp_path):
+    """Below the field's own distance, the threshold in the file's JSON rejects the field;
+    the input checks still come first."""
+    pytest.importorskip("ai_edge_litert")
+    import shutil
+
+    source = gated_run / "export" / "tflite" / "all_tf_float32.tflite"
+    rows = _predict_rows(source, strange_inputs, tmp_path / "before")
+    field = float(rows["field.png"]["ood_score"])
+    tflite = tmp_path / "model" / source.name
+    tflite.parent.mkdir()
+    shutil.copy(source, tflite)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    meta["gate"]["ood"]["threshold"] = field * 0.9
+    tflite.with_suffix(".json").write_text(json.dumps(meta))
+    rows = _predict_rows(tflite, strange_inputs, tmp_path / "after")
+    assert rows["field.png"]["status"] == "rejected:out_of_distribution"
+    assert rows["field.png"]["class"] == ""
+    assert rows["black.jpg"]["status"] == "rejected:too_dark"
