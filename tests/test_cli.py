@@ -55,9 +55,9 @@ def test_duplicates_takes_the_dataset_as_data_dir_like_the_other_commands():
 def test_a_flag_means_the_same_in_every_command(monkeypatch):
     """One name, one kind of value: e.g. --threads is one thread count wherever it appears
     (timings take --timing-threads)."""
-    import click
-
     from pathlib import Path
+
+    import click
 
     from tests.helpers import script_command
 
