@@ -429,3 +429,26 @@ def test_a_tflite_file_rejects_by_its_feature_distance(gated_run, strange_inputs
     assert rows["field.png"]["status"] == "rejected:out_of_distribution"
     assert rows["field.png"]["class"] == ""
     assert rows["black.jpg"]["status"] == "rejected:too_dark"
+
+
+def test_predict_notes_a_gated_file_without_the_feature_distance(gated_run, strange_inputs,
+                                                                 tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from click.testing import CliRunner
+
+    from all_tf.cli.export import main as export_main
+    from all_tf.predict import main
+
+    result = CliRunner().invoke(export_main, [str(gated_run), "-o", str(tmp_path / "export"),
+                                              "--formats", "dynamic_int8", "--no-verify"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tflite = tmp_path / "export" / "tflite" / "all_tf_dynamic_int8.tflite"
+    notes = {}
+    for name, model in (("int8 weights", tflite),
+                        ("float32", gated_run / "export" / "tflite" / "all_tf_float32.tflite")):
+        result = CliRunner().invoke(main, ["--model", str(model), str(strange_inputs),
+                                           "--no-progress"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        notes[name] = "has no feature-distance output" in result.output
+    assert notes == {"int8 weights": True, "float32": False}

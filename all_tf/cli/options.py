@@ -166,17 +166,21 @@ def model_option(**kwargs):
 
 def open_backend(model: str | None, inputs: tuple[str, ...], config_path, threads):
     """``(backend, inputs)`` of :func:`all_tf.inference.predictor.load_backend` for a command
-    line's --model and inputs, or a Click error naming the model and the reason."""
+    line's --model and inputs, or a Click error naming the model and the reason; a note on
+    stderr where the model's gate cannot apply its feature distance."""
     from all_tf.inference.predictor import load_backend, resolve_model
 
     try:
         model, inputs = resolve_model(model, inputs)
-        return load_backend(model, config_path, threads), inputs
+        backend = load_backend(model, config_path, threads)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except ImportError as e:  # the LiteRT interpreter is an optional extra
         raise click.ClickException(f"{model}: {e}; install all_tf[edge] to run .tflite files "
                                    "(pip install -e '.[edge]')") from None
+    if backend.unchecked:
+        click.echo(f"note: {backend.unchecked}", err=True)
+    return backend, inputs
 
 
 def fail(e: Exception):

@@ -53,6 +53,16 @@ class Backend:
     features_fn: object = None
     graph_temperature: float = 1.0
 
+    @property
+    def unchecked(self) -> str | None:
+        """What the model's stored gate cannot check with this backend, or None."""
+        if self.gate is None or self.gate.threshold is not None:
+            return None
+        why = "a TFLite file with int8 weights has no feature-distance output" \
+            if self.kind == "tflite" else "the gate has no feature-distance threshold"
+        return (f"{self.path}: {why}; inputs unlike the training fields are caught only by "
+                "the gate's input checks")
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Temperature-scaled probabilities (N, 4), one row per input."""
         probs, _ = self.predict_with_features(x)
