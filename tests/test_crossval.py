@@ -321,3 +321,19 @@ def test_read_predictions_names_the_file_and_the_line(tmp_path):
         "test,b.jpg,1,2,0.7,0.1,0.1\n")  # a cut row
     with pytest.raises(ValueError, match=r"predictions.csv: line 3: not a predictions row"):
         read_predictions(tmp_path)
+
+
+def test_digit_less_file_names_are_numbered_among_every_part(tmp_path):
+    """Without digits, a file's number is its rank among its class's names in all parts
+    together, so validation and test numbers never collide."""
+    import csv
+
+    names = ["a", "b", "c", "d"]  # sorted: a=1, b=2, c=3, d=4
+    records = {n: Record(f"/data/Benign/{n}.jpg", 0) for n in names}
+    parts = {part: ([records[n] for n in chosen], np.zeros(2, int), np.full((2, 4), 0.25),
+                    np.arange(2))
+             for part, chosen in (("val", ["b", "d"]), ("test", ["a", "c"]))}
+    write_predictions(tmp_path / PREDICTIONS_FILE, parts)
+    with open(tmp_path / PREDICTIONS_FILE, newline="") as f:
+        numbers = {Path(r["path"]).stem: int(r["number"]) for r in csv.DictReader(f)}
+    assert numbers == {"a": 1, "b": 2, "c": 3, "d": 4}

@@ -98,10 +98,12 @@ def write_predictions(path: str | os.PathLike, parts: dict) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["part", "path", "label", "number", *(f"p_{c}" for c in CLASS_NAMES)])
+    # numbered over all parts at once, so a digit-less name ranks among every image of its class
+    everyone = list({r.path: r for records, *_ in parts.values() for r in records}.values())
+    number = dict(zip((r.path for r in everyone), sequence_numbers(everyone), strict=True))
     for part, (records, y_true, probs, index) in parts.items():
-        numbers = sequence_numbers(records)
         for row, k in enumerate(index):
-            writer.writerow([part, records[k].path, int(y_true[row]), numbers[k],
+            writer.writerow([part, records[k].path, int(y_true[row]), number[records[k].path],
                              *(f"{p:.6g}" for p in probs[row])])
     atomic_write_text(path, buf.getvalue())
 
