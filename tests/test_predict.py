@@ -506,3 +506,37 @@ def test_overlay_names_of_shared_stems_do_not_depend_on_what_a_resumed_run_still
     list(iter_predictions(backend, files[1:], overlays, progress=False, overlay_names=names))
     list(iter_predictions(backend, files[:1], overlays, progress=False, overlay_names=names))
     assert sorted(p.stem for p in overlays.iterdir()) == sorted(names.values())
+
+
+def test_a_resumed_predict_run_keeps_every_overlay(run, tmp_path, monkeypatch):
+    """Interrupted after its first image and run again, predict_to_file leaves one overlay
+    per image, even for two images of one name."""
+    import shutil
+
+    from all_tf.inference import predictor
+    from all_tf.predict import load_backend
+
+    source = sorted((SAMPLE_ALL4 / "Pre").glob("*.jpg"))[0]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "x.jpg")
+    inputs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    backend = load_backend(backends(run)["keras_file"])
+    overlays, output = tmp_path / "overlays", tmp_path / "p.csv"
+    overlays.mkdir()
+    real = predictor.iter_predictions
+
+    def first_only(*args, **kwargs):
+        yield next(real(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predictor, "iter_predictions", first_only)
+    with pytest.raises(KeyboardInterrupt):
+        predictor.predict_to_file(backend, inputs, output, overlays=overlays, batch_size=1,
+                                  progress=False, echo=lambda m: None)
+    assert len(list(overlays.iterdir())) == 1
+    monkeypatch.setattr(predictor, "iter_predictions", real)
+    rows = predictor.predict_to_file(backend, inputs, output, overlays=overlays, batch_size=1,
+                                     progress=False, echo=lambda m: None)
+    assert len(rows) == 2 and not any(r["error"] for r in rows)
+    assert len(list(overlays.iterdir())) == 2
