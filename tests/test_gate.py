@@ -398,7 +398,7 @@ def test_export_verification_compares_the_tflite_feature_distance(gated_run, tmp
     from all_tf.cli.export import main as export_main
 
     result = CliRunner().invoke(export_main, [
-        str(gated_run), "-o", str(tmp_path / "export"), "--formats", "float32,int8",
+        str(gated_run), "-o", str(tmp_path / "export"), "--formats", "float32,int8,edge",
         "--verify-count", "12", "--timing-threads", "1"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = {r["variant"]: r for r in
@@ -407,6 +407,7 @@ def test_export_verification_compares_the_tflite_feature_distance(gated_run, tmp
     assert rows["float32"]["ood_max_rel_diff"] < 1e-3
     assert rows["float32"]["ood_decision_agreement"] == 1.0
     assert "ood_max_rel_diff" not in rows["int8"]  # full int8: no distance output
+    assert rows["edge"]["status"] == "ok" and rows["edge"]["ood_max_rel_diff"] < 1e-3
     assert "ood_score max rel. Δ" in (tmp_path / "export" / "verify.md").read_text()
 
 
@@ -452,3 +453,32 @@ def test_predict_notes_a_gated_file_without_the_feature_distance(gated_run, stra
         assert result.exit_code == 0, result.output
         notes[name] = "has no feature-distance output" in result.output
     assert notes == {"int8 weights": True, "float32": False}
+
+
+def test_the_edge_file_outputs_the_feature_distance_of_the_unrotated_view(
+        gated_run, strange_inputs, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from click.testing import CliRunner
+
+    from all_tf.cli.export import main as export_main
+    from all_tf.data.inputs import inputs_for_image
+    from all_tf.inference.model_files import read_metadata
+    from all_tf.inference.tflite_runner import TFLiteRunner
+    from all_tf.predict import load_backend
+    from all_tf.preprocessing import resize_to
+
+    result = CliRunner().invoke(export_main, [str(gated_run), "-o", str(tmp_path / "export"),
+                                              "--formats", "edge", "--no-verify"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    edge = tmp_path / "export" / "tflite" / "all_tf_edge_uint8.tflite"
+    meta = read_metadata(edge.with_suffix(".json"))
+    assert meta["gate"]["ood"]["threshold"] == pytest.approx(Gate.load(gated_run).distance.threshold)
+    host = load_backend(gated_run)
+    size = host.config.preprocess.image_size
+    small = np.stack([resize_to(read_image(strange_inputs / n), size)
+                      for n in ("field.png", "grey_pro.png")])
+    _, edge_ood = TFLiteRunner(str(edge)).predict_with_ood(small.astype(np.float32))
+    host_ood = np.concatenate([host.predict_with_features(inputs_for_image(im, host.config))[1]
+                               for im in small])
+    np.testing.assert_allclose(edge_ood, host_ood, rtol=1e-3)

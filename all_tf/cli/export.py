@@ -223,7 +223,8 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
             else np.repeat(np.asarray(labels), [len(v) for v in views])
         keras_ood = ood_threshold = None
         distance = gate.distance if gate is not None else None
-        if tflite_paths and distance is not None and distance.threshold is not None:
+        if (tflite_paths or "edge" in written) and distance is not None \
+                and distance.threshold is not None:
             from all_tf.inference.analysis import probabilities_and_features
 
             features = probabilities_and_features(model)
@@ -250,7 +251,8 @@ def main(source, config_path, out_dir, model_name, version, formats, threshold, 
 
             pixels = np.stack([resize_to(im, cfg.preprocess.image_size) for im in images])
             rows += verify_tflite([written["edge"]], pixels.astype(np.float32), served, y,
-                                  threads=timing_threads)
+                                  threads=timing_threads, keras_ood=keras_ood,
+                                  ood_threshold=ood_threshold)
         choice, why = edge_default(rows)
         report = {"n_images": len(images), "labelled": y is not None, "results": rows,
                   "edge_default": choice, "edge_default_reason": why, "written": written}

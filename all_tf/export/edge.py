@@ -12,8 +12,11 @@ averaging when shrinking) is what the model saw in training, so an app should av
 (box-filter) when it shrinks rather than sample nearest pixels.
 Output ``probabilities``: float32 [1, 4] in ``all_tf.CLASS_NAMES`` order, after the stored
 temperature and, when ``cfg.tta``, averaged over the 8 flips and 90-degree rotations -- the
-numbers the SavedModel's ``serving_default`` returns for the same pixels. The input gate is not
-in the graph (its checks are in the metadata, as for the other TFLite files).
+numbers the SavedModel's ``serving_default`` returns for the same pixels. With a calibrated
+feature-distance gate, output ``ood_score``: float32 [1], the Mahalanobis distance of the
+unrotated view's pooled features (the weights are float32, so it is the host's). The gate's
+input checks, computed on the decoded image at full size, are in the metadata, as for the other
+TFLite files.
 
 The preprocessing is :func:`all_tf.export.graph_preprocessing.preprocess_resized_graph`, the
 SavedModel's own steps after its resize (built from TFLite builtin ops there), with
@@ -56,6 +59,7 @@ EDGE_SUFFIX = "edge_uint8"
 SIGNATURE = "serving_default"
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "probabilities"
+OOD_OUTPUT_NAME = "ood_score"
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -87,22 +91,46 @@ def edge_probabilities(model, rgb: tf.Tensor, cfg: Config, tta: bool | None = No
         cfg: the run's config (preprocessing, temperature, tta).
         tta: average the 8 flips and 90-degree rotations; default ``cfg.tta``.
     """
+    return edge_outputs(model, rgb, cfg, tta)[OUTPUT_NAME]
+
+
+def edge_outputs(net, rgb: tf.Tensor, cfg: Config, tta: bool | None = None,
+                 distance=None) -> dict[str, tf.Tensor]:
+    """The edge file's outputs for uint8 RGB (1, S, S, 3): ``probabilities`` float32 (1, C)
+    and, with ``distance``, ``ood_score`` float32 (1,) of the unrotated view.
+
+    Args:
+        net: the float32 Keras model, or with ``distance`` a model returning
+            ``(probabilities, pooled features)``.
+        distance: a calibrated :class:`all_tf.inference.gate.FeatureDistance`, or None.
+    """
     tta = cfg.tta if tta is None else bool(tta)
     x = preprocess_edge(rgb[0], cfg.preprocess)[None]
-    if tta:  # the views of serving_default, in the same order
+    if tta:  # the views of serving_default, in the same order (the unrotated one first)
         x = tf.concat([tf.image.rot90(im, k) for im in (x, tf.image.flip_left_right(x))
                        for k in range(4)], axis=0)
-    probs = tf.cast(model(x, training=False), tf.float32)
+    out = {}
+    if distance is None:
+        probs = tf.cast(net(x, training=False), tf.float32)
+    else:
+        from all_tf.export.graph_gate import mahalanobis_graph
+
+        probs, features = net(x, training=False)
+        probs = tf.cast(probs, tf.float32)
+        features = tf.reshape(tf.cast(features, tf.float32), [tf.shape(x)[0], -1])
+        out[OOD_OUTPUT_NAME] = mahalanobis_graph(features[:1], distance.means,
+                                                 distance.precision)
     if tta:
         probs = tf.reduce_mean(probs, axis=0, keepdims=True)
     if float(cfg.temperature) != 1.0:
         probs = tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-12)) / float(cfg.temperature),
                               axis=1)
-    return probs
+    return {OUTPUT_NAME: probs, **out}
 
 
-def convert_edge(model, cfg: Config, tta: bool | None = None) -> bytes:
-    """The edge flatbuffer (``TFLITE_BUILTINS`` only) of a float32 Keras model.
+def convert_edge(model, cfg: Config, tta: bool | None = None, distance=None) -> bytes:
+    """The edge flatbuffer (``TFLITE_BUILTINS`` only) of a float32 Keras model; with a
+    calibrated ``distance`` it also outputs ``ood_score``.
 
     Raises:
         ValueError: the graph needs an op that is not a TFLite builtin (the converter's error).
@@ -114,12 +142,18 @@ def convert_edge(model, cfg: Config, tta: bool | None = None) -> bytes:
     model = to_float32(model)
     cfg = config_for_model(cfg, model)
     size = int(cfg.preprocess.image_size)
+    net = model
+    if distance is not None:
+        from all_tf.models import feature_extractor
+
+        net = keras.Model(model.inputs[0], [model.outputs[0],
+                                            feature_extractor(model).outputs[0]])
     with tempfile.TemporaryDirectory(prefix="all_tf_edge_") as work:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        archive.track(net)
         archive.add_endpoint(
             SIGNATURE,
-            lambda rgb: {OUTPUT_NAME: edge_probabilities(model, rgb, cfg, tta)},
+            lambda rgb: edge_outputs(net, rgb, cfg, tta, distance),
             input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8, name=INPUT_NAME)],
         )
         path = os.path.join(work, "saved_model")
@@ -189,7 +223,8 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
         threshold: uncertainty threshold; default ``cfg.uncertainty_threshold``.
         source: recorded in the metadata.
         gate: the model's :class:`all_tf.inference.Gate`; its input checks go into the
-            metadata (the graph does not apply them).
+            metadata (the graph does not apply them), and a calibrated feature distance
+            becomes the ``ood_score`` output.
         tta: test-time augmentation in the graph; default ``cfg.tta``.
 
     Returns:
@@ -211,7 +246,10 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
     if threshold is None:
         threshold = cfg.uncertainty_threshold
     threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    flat = convert_edge(model, cfg, tta)
+    distance = gate.distance if gate is not None else None
+    if distance is not None and distance.threshold is None:
+        distance = None
+    flat = convert_edge(model, cfg, tta, distance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "labels.txt", "".join(f"{name}\n" for name in CLASS_NAMES))
@@ -245,7 +283,12 @@ def export_edge(model, cfg: Config, out_dir: str | os.PathLike, model_name: str 
                            + (" and averaged over the 8 flips and rotations" if tta else ""),
                 "read": "p = value"},
         source=source,
-        gate=gate_metadata(gate),
+        gate=gate_metadata(gate, ood_output="ood_output" in details),
     )
+    if "ood_output" in details:
+        meta["ood_output"] = {
+            **details["ood_output"], "signature_name": OOD_OUTPUT_NAME,
+            "meaning": "Mahalanobis distance of the unrotated view's pooled features to the "
+                       "nearest class mean; above gate.ood.threshold: out of distribution"}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
