@@ -447,12 +447,15 @@ def test_predict_notes_a_gated_file_without_the_feature_distance(gated_run, stra
     tflite = tmp_path / "export" / "tflite" / "all_tf_dynamic_int8.tflite"
     notes = {}
     for name, model in (("int8 weights", tflite),
-                        ("float32", gated_run / "export" / "tflite" / "all_tf_float32.tflite")):
+                        ("float32", gated_run / "export" / "tflite" / "all_tf_float32.tflite"),
+                        ("keras", gated_run),
+                        ("savedmodel", gated_run / "export" / "serving" / "all_tf")):
         result = CliRunner().invoke(main, ["--model", str(model), str(strange_inputs),
                                            "--no-progress"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         notes[name] = "has no feature-distance output" in result.output
-    assert notes == {"int8 weights": True, "float32": False}
+    assert notes == {"int8 weights": True, "float32": False, "keras": False,
+                     "savedmodel": False}
 
 
 def test_the_edge_file_outputs_the_feature_distance_of_the_unrotated_view(
@@ -482,3 +485,30 @@ def test_the_edge_file_outputs_the_feature_distance_of_the_unrotated_view(
     host_ood = np.concatenate([host.predict_with_features(inputs_for_image(im, host.config))[1]
                                for im in small])
     np.testing.assert_allclose(edge_ood, host_ood, rtol=1e-3)
+
+
+def test_the_edge_file_with_tta_scores_the_unrotated_view(gated_run, strange_inputs, tmp_path):
+    """With the 8 views in the graph, the distance is the unrotated view's, as the gate was
+    fitted; the probabilities are still the 8 views' mean."""
+    pytest.importorskip("ai_edge_litert")
+    import keras
+
+    from all_tf.data.inputs import inputs_for_image
+    from all_tf.export.edge import export_edge
+    from all_tf.inference.tflite_runner import TFLiteRunner
+    from all_tf.inference.tta import dihedral_views
+    from all_tf.predict import load_backend
+    from all_tf.preprocessing import resize_to
+
+    host = load_backend(gated_run)
+    model = keras.models.load_model(gated_run / "checkpoints" / "best.keras", compile=False)
+    edge = export_edge(model, host.config, tmp_path, gate=Gate.load(gated_run), tta=True)
+    size = host.config.preprocess.image_size
+    field = resize_to(read_image(strange_inputs / "field.png"), size)
+    probs, ood = TFLiteRunner(str(edge)).predict_with_ood(field[None].astype(np.float32))
+    x = inputs_for_image(field, host.config)
+    host_probs, host_ood = host.predict_with_features(dihedral_views(x))
+    np.testing.assert_allclose(ood, host_ood[:1], rtol=1e-3)
+    assert not np.allclose(host_ood[1:], host_ood[0], rtol=1e-3)  # the views differ
+    np.testing.assert_allclose(probs, host.calibrate(host_probs.mean(axis=0, keepdims=True)),
+                               atol=1e-4)

@@ -536,7 +536,11 @@ def test_a_resumed_predict_run_keeps_every_overlay(run, tmp_path, monkeypatch):
                                   progress=False, echo=lambda m: None)
     assert len(list(overlays.iterdir())) == 1
     monkeypatch.setattr(predictor, "iter_predictions", real)
+    said = []
     rows = predictor.predict_to_file(backend, inputs, output, overlays=overlays, batch_size=1,
-                                     progress=False, echo=lambda m: None)
+                                     progress=False, echo=said.append)
+    assert any(m.startswith("resuming: 1 images") for m in said), said
     assert len(rows) == 2 and not any(r["error"] for r in rows)
-    assert len(list(overlays.iterdir())) == 2
+    files = [r["file"] for r in rows]
+    assert sorted(p.stem for p in overlays.iterdir()) == \
+        sorted(predictor.overlay_file_names(files).values())

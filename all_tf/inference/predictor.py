@@ -58,8 +58,9 @@ class Backend:
         """What the model's stored gate cannot check with this backend, or None."""
         if self.gate is None or self.gate.threshold is not None:
             return None
-        why = "a TFLite file with int8 weights has no feature-distance output" \
-            if self.kind == "tflite" else "the gate has no feature-distance threshold"
+        why = ("this TFLite file has no feature-distance output (int8 weights, or exported "
+               "without a calibrated distance)") if self.kind == "tflite" \
+            else "the gate has no feature-distance threshold"
         return (f"{self.path}: {why}; inputs unlike the training fields are caught only by "
                 "the gate's input checks")
 
