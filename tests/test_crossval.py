@@ -330,10 +330,15 @@ def test_digit_less_file_names_are_numbered_among_every_part(tmp_path):
 
     names = ["a", "b", "c", "d"]  # sorted: a=1, b=2, c=3, d=4
     records = {n: Record(f"/data/Benign/{n}.jpg", 0) for n in names}
-    parts = {part: ([records[n] for n in chosen], np.zeros(2, int), np.full((2, 4), 0.25),
-                    np.arange(2))
-             for part, chosen in (("val", ["b", "d"]), ("test", ["a", "c"]))}
+    records["Early-7"] = Record("/data/Early/Early-7.jpg", 1)  # its own number, another class
+    records["e"] = Record("/data/Early/e.jpg", 1)  # 2nd of Early's paths sorted by name
+    chosen = {"val": ["b", "d", "Early-7"], "test": ["a", "c", "e", "b"]}  # b in both parts
+    parts = {part: ([records[n] for n in names_], np.zeros(len(names_), int),
+                    np.full((len(names_), 4), 0.25), np.arange(len(names_)))
+             for part, names_ in chosen.items()}
     write_predictions(tmp_path / PREDICTIONS_FILE, parts)
     with open(tmp_path / PREDICTIONS_FILE, newline="") as f:
-        numbers = {Path(r["path"]).stem: int(r["number"]) for r in csv.DictReader(f)}
-    assert numbers == {"a": 1, "b": 2, "c": 3, "d": 4}
+        rows = [(r["part"], Path(r["path"]).stem, int(r["number"])) for r in csv.DictReader(f)]
+    assert {(name, number) for _, name, number in rows} == {
+        ("a", 1), ("b", 2), ("c", 3), ("d", 4), ("Early-7", 7), ("e", 2)}
+    assert len(rows) == 7
