@@ -432,19 +432,27 @@ def test_a_tflite_file_rejects_by_its_feature_distance(gated_run, strange_inputs
     assert rows["black.jpg"]["status"] == "rejected:too_dark"
 
 
+def _export_tflite(run_dir: Path, out: Path, formats: str) -> Path:
+    """``all-tf export RUN_DIR -o OUT --formats FORMATS --no-verify``; returns OUT/tflite."""
+    from click.testing import CliRunner
+
+    from all_tf.cli.export import main as export_main
+
+    result = CliRunner().invoke(export_main, [str(run_dir), "-o", str(out), "--formats",
+                                              formats, "--no-verify"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out / "tflite"
+
+
 def test_predict_notes_a_gated_file_without_the_feature_distance(gated_run, strange_inputs,
                                                                  tmp_path):
     pytest.importorskip("ai_edge_litert")
     from click.testing import CliRunner
 
-    from all_tf.cli.export import main as export_main
     from all_tf.predict import main
 
-    result = CliRunner().invoke(export_main, [str(gated_run), "-o", str(tmp_path / "export"),
-                                              "--formats", "dynamic_int8", "--no-verify"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    tflite = tmp_path / "export" / "tflite" / "all_tf_dynamic_int8.tflite"
+    tflite = _export_tflite(gated_run, tmp_path / "export", "dynamic_int8") \
+        / "all_tf_dynamic_int8.tflite"
     notes = {}
     for name, model in (("int8 weights", tflite),
                         ("float32", gated_run / "export" / "tflite" / "all_tf_float32.tflite"),
@@ -461,20 +469,13 @@ def test_predict_notes_a_gated_file_without_the_feature_distance(gated_run, stra
 def test_the_edge_file_outputs_the_feature_distance_of_the_unrotated_view(
         gated_run, strange_inputs, tmp_path):
     pytest.importorskip("ai_edge_litert")
-    from click.testing import CliRunner
-
-    from all_tf.cli.export import main as export_main
     from all_tf.data.inputs import inputs_for_image
     from all_tf.inference.model_files import read_metadata
     from all_tf.inference.tflite_runner import TFLiteRunner
     from all_tf.predict import load_backend
     from all_tf.preprocessing import resize_to
 
-    result = CliRunner().invoke(export_main, [str(gated_run), "-o", str(tmp_path / "export"),
-                                              "--formats", "edge", "--no-verify"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    edge = tmp_path / "export" / "tflite" / "all_tf_edge_uint8.tflite"
+    edge = _export_tflite(gated_run, tmp_path / "export", "edge") / "all_tf_edge_uint8.tflite"
     meta = read_metadata(edge.with_suffix(".json"))
     assert meta["gate"]["ood"]["threshold"] == pytest.approx(Gate.load(gated_run).distance.threshold)
     host = load_backend(gated_run)
