@@ -144,10 +144,9 @@ def convert_edge(model, cfg: Config, tta: bool | None = None, distance=None) -> 
     size = int(cfg.preprocess.image_size)
     net = model
     if distance is not None:
-        from all_tf.models import feature_extractor
+        from all_tf.models import probabilities_and_features_model
 
-        net = keras.Model(model.inputs[0], [model.outputs[0],
-                                            feature_extractor(model).outputs[0]])
+        net = probabilities_and_features_model(model)
     with tempfile.TemporaryDirectory(prefix="all_tf_edge_") as work:
         archive = keras.export.ExportArchive()
         archive.track(net)

@@ -269,10 +269,9 @@ def export_saved_model(
     distance = gate.distance if gate is not None else None
     if distance is not None:
         from all_tf.export.graph_gate import mahalanobis_graph
-        from all_tf.models import feature_extractor
+        from all_tf.models import probabilities_and_features_model
 
-        net = keras.Model(model.inputs[0], [model.outputs[0],
-                                            feature_extractor(model).outputs[0]])
+        net = probabilities_and_features_model(model)
         n_features = int(distance.means.shape[1])
     else:
         net = model

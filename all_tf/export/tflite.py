@@ -109,10 +109,9 @@ def _saved_model_for_conversion(model, size: int, workdir: str, distance=None) -
             return {OUTPUT_NAME: tf.cast(model(pixels, training=False), tf.float32)}
     else:
         from all_tf.export.graph_gate import mahalanobis_graph
-        from all_tf.models import feature_extractor
+        from all_tf.models import probabilities_and_features_model
 
-        net = keras.Model(model.inputs[0], [model.outputs[0],
-                                            feature_extractor(model).outputs[0]])
+        net = probabilities_and_features_model(model)
         archive.track(net)
         n_features = int(distance.means.shape[1])
 

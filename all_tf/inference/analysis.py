@@ -42,11 +42,9 @@ class Analysis:
 def probabilities_and_features(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``fn(x) -> (probabilities (N, C), pooled features (N, D))`` for a built all_tf model
     and float32 inputs x (N, S, S, 3) in [0, 1]."""
-    import keras
+    from all_tf.models import probabilities_and_features_model
 
-    from all_tf.models import feature_extractor
-
-    both = keras.Model(model.inputs[0], [model.outputs[0], feature_extractor(model).outputs[0]])
+    both = probabilities_and_features_model(model)
 
     def fn(x):
         p, f = both.predict_on_batch(np.asarray(x, np.float32))

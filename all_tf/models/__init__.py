@@ -11,6 +11,7 @@ from all_tf.models.build import (
     expected_input_range,
     feature_extractor,
     last_conv_layer_name,
+    probabilities_and_features_model,
     set_bn_momentum,
 )
 from all_tf.models.cbam import CBAM
@@ -26,6 +27,7 @@ __all__ = [
     "cbam_insertion_points",
     "expected_input_range",
     "feature_extractor",
+    "probabilities_and_features_model",
     "last_conv_layer_name",
     "set_bn_momentum",
 ]

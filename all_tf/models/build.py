@@ -167,6 +167,12 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs[0], pooled, name=f"{model.name}_features")
 
 
+def probabilities_and_features_model(model: keras.Model) -> keras.Model:
+    """A model sharing ``model``'s layers that returns ``(probabilities (B, C), pooled
+    features (B, F))``: what the feature-distance gate scores."""
+    return keras.Model(model.inputs[0], [model.outputs[0], feature_extractor(model).outputs[0]])
+
+
 def last_conv_layer_name(model: keras.Model) -> str:
     """Name of the layer whose 4-D output feeds the head's pooling: the Grad-CAM target.
 
