@@ -156,6 +156,26 @@ def test_run_directory_from_another_config(tiny_data, tmp_path):
     assert "different config" in result.output and "model.name" in result.output
 
 
+def test_finished_run_of_another_precision_is_accepted(tmp_path):
+    """A finished run (metrics.json) is never trained again: its precision may differ, so a
+    bfloat16 release recorded as a fold pools with float32 folds; an unfinished one may not."""
+    from all_tf.config import Config
+    from all_tf.training.run import RunError, prepare_output_dir
+
+    stored = Config.preset("quick")
+    stored.train.mixed_precision = True
+    stored.save(tmp_path / "config.json")
+    float32 = Config.preset("quick")
+    float32.train.mixed_precision = False
+    with pytest.raises(RunError, match="mixed_precision"):
+        prepare_output_dir(float32, tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    assert prepare_output_dir(float32, tmp_path).train.mixed_precision is True
+    float32.train.epochs += 1  # any other difference still refuses
+    with pytest.raises(RunError, match="epochs"):
+        prepare_output_dir(float32, tmp_path)
+
+
 def test_trains_and_writes_run_directory(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = invoke("--data-dir", tiny_data, *TINY, "--epochs", "3", "--loss-warmup-epochs", "1",

@@ -39,9 +39,13 @@ class RunError(ValueError):
     """A run that cannot start: bad data, bad settings or an unusable output directory."""
 
 
-def _comparable(d: dict) -> dict:
-    """A config dict without the fields that may legitimately differ on resume."""
+def _comparable(d: dict, finished: bool = False) -> dict:
+    """A config dict without the fields that may legitimately differ on resume (and, for a
+    ``finished`` run, which is never trained again, its precision: a fold recorded from a
+    bfloat16 release pools with float32 folds of the same recipe)."""
     d = json.loads(json.dumps(d))
+    if finished:
+        d["train"].pop("mixed_precision", None)
     d["preprocess"]["reinhard_target"] = None  # fitted at the start of the run
     d["train"].pop("strategy", None)  # the same run may resume on other hardware
     d.pop("temperature", None)  # fitted after training (python -m all_tf.calibrate)
@@ -64,8 +68,9 @@ def prepare_output_dir(cfg: Config, out: Path) -> Config | None:
     if not stored_path.exists():
         return None
     stored = Config.load(stored_path)
-    if _comparable(stored.to_dict()) != _comparable(cfg.to_dict()):
-        a, b = _comparable(stored.to_dict()), _comparable(cfg.to_dict())
+    finished = (out / "metrics.json").exists()
+    a, b = _comparable(stored.to_dict(), finished), _comparable(cfg.to_dict(), finished)
+    if a != b:
         diffs = [f"{s}.{k}: {a[s][k]!r} -> {b[s].get(k)!r}" if isinstance(a[s], dict) else s
                  for s in a for k in (a[s] if isinstance(a[s], dict) else [None])
                  if (a[s][k] if k else a[s]) != (b[s].get(k) if k else b[s])]
